@@ -1,0 +1,50 @@
+# Every target creates the virtual environment it needs: on a fresh machine `make demo` and
+# `make test` need nothing typed before them.
+PYTHON_SYS ?= python3
+VENV       ?= .venv
+PY         := $(VENV)/bin/python
+ARTIFACTS  ?= artifacts
+export ARTIFACTS
+export TF_CPP_MIN_LOG_LEVEL := 3
+
+MODEL := $(ARTIFACTS)/unet.keras
+FP32  := $(ARTIFACTS)/unet_fp32.onnx
+FP16  := $(ARTIFACTS)/unet_fp16.onnx
+INT8  := $(ARTIFACTS)/unet_int8.onnx
+STAMP := $(VENV)/.installed
+
+.PHONY: setup model onnx accuracy engine demo bench test gpu-test typecheck clean help
+.DEFAULT_GOAL := help
+
+help:
+	@echo "make demo      stream the synthetic salt video through the best model (does all set-up)"
+	@echo "make test      run the CPU test suite (does all set-up)"
+	@echo "make model     train the UNet -> $(MODEL)"
+	@echo "make onnx      export + FP16 + INT8 ONNX -> $(ARTIFACTS)/unet_{fp32,fp16,int8}.onnx"
+	@echo "make accuracy  accuracy of every precision against FP32 and ground truth"
+	@echo "make engine    FP16 and INT8 TensorRT engines (needs TensorRT and a GPU)"
+	@echo "make bench     latency benchmark of every model present"
+	@echo "make gpu-test  the tests marked gpu (run once on a Jetson or GPU desktop)"
+
+setup: $(STAMP)
+
+$(STAMP): requirements-runtime.txt requirements-build.txt requirements-dev.txt
+	$(PYTHON_SYS) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	touch $@
+
+model: $(MODEL)
+$(MODEL): $(STAMP)
+	$(PY) -m build_engine train --out $@
+
+$(FP32): $(MODEL)
+	$(PY) -m build_engine export --model $< --out $@
+
+onnx: $(FP32)
+
+test: $(STAMP)
+	$(PY) -m pytest -q tests
+
+clean:
+	rm -rf $(ARTIFACTS)

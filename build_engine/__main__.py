@@ -1,0 +1,83 @@
+"""`python -m build_engine train|export|engine`: the model side of the toolkit."""
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Sequence
+
+from runtime.errors import UserError, run_cli
+
+ARTIFACTS = Path(os.environ.get("ARTIFACTS", "artifacts"))
+
+
+def _quiet_tensorflow() -> None:
+    # TensorFlow's C++ start-up chatter (no CUDA here, CPU flags) hides the figures that matter.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from build_engine.train import TrainConfig, train
+    from build_engine.unet import check_input_shape
+
+    check_input_shape(args.size, args.size, args.channels)
+    if args.data and not Path(args.data).is_dir():
+        raise UserError(f"data folder {args.data} does not exist (expected images/ and masks/ inside)")
+    cfg = TrainConfig(
+        size=args.size, channels=args.channels, start_neurons=args.start_neurons, train_count=args.train_count,
+        val_count=args.val_count, epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
+        patience=args.patience, max_minutes=args.max_minutes, seed=args.seed, data=args.data,
+    )
+    train(cfg, args.out)
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    from build_engine.export_onnx import export
+
+    report = export(args.model, args.out, opset=args.opset, dynamic_size=args.dynamic_size)
+    size = "dynamic HxW" if report.dynamic_size else f"{report.spec.height}x{report.spec.width}"
+    print(f"wrote {report.path}: NCHW input 'image' (batch dynamic, {size}, {report.spec.channels} ch), output 'mask'; "
+          f"max |Keras - ONNX Runtime| = {report.max_abs_diff:.2e}")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m build_engine", description=__doc__)
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train the UNet (synthetic salt data unless --data)")
+    t.add_argument("--out", default=str(ARTIFACTS / "unet.keras"))
+    t.add_argument("--data", help="folder with images/ and masks/ (same file names)")
+    t.add_argument("--size", type=int, default=128, help="input height and width, a multiple of 16")
+    t.add_argument("--channels", type=int, default=1, choices=(1, 3))
+    t.add_argument("--start-neurons", type=int, default=16)
+    t.add_argument("--train-count", type=int, default=1600, help="synthetic training images")
+    t.add_argument("--val-count", type=int, default=200, help="synthetic validation images")
+    t.add_argument("--epochs", type=int, default=40)
+    t.add_argument("--batch-size", type=int, default=16)
+    t.add_argument("--lr", type=float, default=2e-3)
+    t.add_argument("--patience", type=int, default=4, help="early stopping on validation IoU")
+    t.add_argument("--max-minutes", type=float, default=4.5, help="stop after the epoch that passes this")
+    t.add_argument("--seed", type=int, default=0)
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("export", help="Keras -> ONNX with tf2onnx, checked against Keras")
+    e.add_argument("--model", default=str(ARTIFACTS / "unet.keras"))
+    e.add_argument("--out", default=str(ARTIFACTS / "unet_fp32.onnx"))
+    e.add_argument("--opset", type=int, default=17)
+    e.add_argument("--dynamic-size", action="store_true",
+                   help="dynamic height/width too (adds shape arithmetic around each ConvTranspose)")
+    e.set_defaults(func=cmd_export)
+
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    _quiet_tensorflow()
+    args.func(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_cli(main))

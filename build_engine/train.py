@@ -1,0 +1,137 @@
+"""Train the UNet on the synthetic salt set (or a user's images/ + masks/ folder)."""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from runtime.datasets import load_folder, load_mask, read_image
+from runtime.errors import UserError
+from runtime.preprocess import InputSpec, preprocess_batch
+from runtime.synthetic import make_dataset
+
+
+@dataclass
+class TrainConfig:
+    size: int = 128
+    channels: int = 1
+    start_neurons: int = 16
+    train_count: int = 1600
+    val_count: int = 200
+    epochs: int = 40
+    batch_size: int = 16
+    learning_rate: float = 2e-3
+    patience: int = 4
+    max_minutes: float = 4.5
+    seed: int = 0
+    data: str | None = None  # a folder with images/ and masks/; None = synthetic
+    val_fraction: float = 0.15
+
+
+def pooled_dice(iou: float) -> float:
+    """Dice from IoU over the same pixels: D = 2I / (1 + I), exact for pooled counts."""
+    return 2 * iou / (1 + iou)
+
+
+def load_training_data(cfg: TrainConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(x_train, y_train, x_val, y_val) as NHWC float32, preprocessed by the runtime's function."""
+    spec = InputSpec(cfg.size, cfg.size, cfg.channels)
+    if cfg.data is None:
+        images, masks = make_dataset(cfg.train_count, cfg.size, split="train", seed=cfg.seed)
+        val_images, val_masks = make_dataset(cfg.val_count, cfg.size, split="val", seed=cfg.seed)
+    else:
+        image_paths, mask_paths = load_folder(cfg.data)
+        if len(image_paths) < 10:
+            raise UserError(f"{cfg.data} has {len(image_paths)} image/mask pairs; at least 10 are needed to train and validate")
+        images = [read_image(p) for p in image_paths]
+        masks = np.stack([load_mask(p, cfg.size, cfg.size) for p in mask_paths])
+        order = np.random.default_rng(cfg.seed).permutation(len(images))
+        n_val = max(2, int(round(cfg.val_fraction * len(images))))
+        val_idx, train_idx = order[:n_val], order[n_val:]
+        val_images, val_masks = [images[i] for i in val_idx], masks[val_idx]
+        images, masks = [images[i] for i in train_idx], masks[train_idx]
+
+    def nhwc(frames):
+        return preprocess_batch(frames, spec).transpose(0, 2, 3, 1).copy()
+
+    return nhwc(images), masks[..., None].astype(np.float32), nhwc(val_images), val_masks[..., None].astype(np.float32)
+
+
+def dice_bce_loss(y_true, y_pred):
+    """Binary cross-entropy plus soft Dice: the Dice term keeps small salt bodies from vanishing."""
+    from keras import losses, ops
+
+    bce = losses.binary_crossentropy(y_true, y_pred)
+    intersection = ops.sum(y_true * y_pred)
+    dice = (2.0 * intersection + 1.0) / (ops.sum(y_true) + ops.sum(y_pred) + 1.0)
+    return ops.mean(bce) + (1.0 - dice)
+
+
+def train(cfg: TrainConfig, out_path: str | Path) -> dict:
+    """Fit, keep the best epoch by validation IoU, save the model and `<name>.history.json`."""
+    import keras
+
+    from build_engine.unet import make_unet
+
+    out_path = Path(out_path)
+    keras.utils.set_random_seed(cfg.seed)
+    model = make_unet(cfg.size, cfg.size, cfg.channels, cfg.start_neurons)
+    t0 = time.time()
+    x_train, y_train, x_val, y_val = load_training_data(cfg)
+    print(f"data: {len(x_train)} train / {len(x_val)} val images at {cfg.size}x{cfg.size}x{cfg.channels} ({time.time() - t0:.1f} s)", flush=True)
+
+    model.compile(
+        optimizer=keras.optimizers.Adam(cfg.learning_rate),
+        loss=dice_bce_loss,
+        metrics=[keras.metrics.BinaryIoU(target_class_ids=[1], threshold=0.5, name="iou")],
+    )
+    deadline = time.time() + cfg.max_minutes * 60
+
+    class TimeBudget(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if time.time() > deadline:
+                print(f"time budget of {cfg.max_minutes:g} min reached after epoch {epoch + 1}", flush=True)
+                self.model.stop_training = True
+
+    class DiceLog(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if logs and "val_iou" in logs:
+                logs["val_dice"] = pooled_dice(float(logs["val_iou"]))
+
+    callbacks = [
+        DiceLog(),
+        keras.callbacks.EarlyStopping(monitor="val_iou", mode="max", patience=cfg.patience, restore_best_weights=True),
+        keras.callbacks.ReduceLROnPlateau(monitor="val_iou", mode="max", factor=0.5, patience=2, verbose=1),
+        TimeBudget(),
+    ]
+    fit_start = time.time()
+    history = model.fit(
+        x_train, y_train, validation_data=(x_val, y_val), epochs=cfg.epochs, batch_size=cfg.batch_size,
+        shuffle=True, callbacks=callbacks, verbose=1 if sys.stdout.isatty() else 2,
+    )
+    fit_seconds = time.time() - fit_start
+
+    # Final figures from the restored (best) weights, with the same pooled IoU as during training.
+    probabilities = model.predict(x_val, batch_size=32, verbose=0)
+    predicted = probabilities > 0.5
+    truth = y_val > 0.5
+    union = np.logical_or(predicted, truth).sum()
+    val_iou = float(np.logical_and(predicted, truth).sum() / union) if union else 1.0
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    model.save(out_path)
+    record = {
+        "config": asdict(cfg),
+        "epochs_run": len(history.history["loss"]),
+        "fit_seconds": round(fit_seconds, 1),
+        "history": {k: [round(float(v), 5) for v in vals] for k, vals in history.history.items()},
+        "final": {"val_iou": round(val_iou, 4), "val_dice": round(pooled_dice(val_iou), 4)},
+        "model": str(out_path),
+    }
+    history_path = out_path.with_suffix(".history.json")
+    history_path.write_text(json.dumps(record, indent=2))
+    print(f"saved {out_path}: val IoU {val_iou:.4f}, Dice {pooled_dice(val_iou):.4f} after {record['epochs_run']} epochs in {fit_seconds:.0f} s; history in {history_path}")
+    return record

@@ -1,0 +1,52 @@
+"""Shared fixtures: tiny trained models so the suite stays fast on a 2-core CPU."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "gpu: needs an NVIDIA GPU with TensorRT and pycuda (run by `make gpu-test`)")
+    config.addinivalue_line("markers", "slow: takes more than a few seconds")
+
+
+def run_module(*args: str, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run `python -m ...` from the repository root, as a user would."""
+    return subprocess.run(
+        [sys.executable, "-m", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})},
+    )
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
+    """A user error: non-zero exit, no traceback, one `error:` line naming what is wrong."""
+    assert result.returncode != 0, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, result.stderr
+    for fragment in fragments:
+        assert fragment in errors[0], errors[0]
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A small UNet (64x64, start_neurons 4) trained briefly, and its FP32 ONNX.
+
+    Trained, not random, so that precision and pipeline tests see realistic activations.
+    """
+    from build_engine.export_onnx import export
+    from build_engine.train import TrainConfig, train
+
+    folder = tmp_path_factory.mktemp("tiny")
+    cfg = TrainConfig(size=64, start_neurons=4, train_count=160, val_count=32, epochs=3, batch_size=16,
+                      learning_rate=3e-3, max_minutes=1.0)
+    train(cfg, folder / "unet.keras")
+    export(folder / "unet.keras", folder / "unet_fp32.onnx")
+    return folder
