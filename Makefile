@@ -32,6 +32,8 @@ $(STAMP): requirements-runtime.txt requirements-build.txt requirements-dev.txt
 	$(PYTHON_SYS) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements-dev.txt
+	$(PY) -m pip install --quiet --no-deps --upgrade --target $(VENV)/trt-stubs tensorrt-stubs==10.13.0.35.1
+	tools/patch_trt_stubs.sh $(VENV)/trt-stubs
 	touch $@
 
 model: $(MODEL)
@@ -41,10 +43,26 @@ $(MODEL): $(STAMP)
 $(FP32): $(MODEL)
 	$(PY) -m build_engine export --model $< --out $@
 
-onnx: $(FP32)
+$(FP16): $(FP32)
+	$(PY) -m calibration fp16 --fp32 $< --out $@
+
+$(INT8): $(FP32)
+	$(PY) -m calibration quantize --fp32 $< --out $@
+
+onnx: $(FP32) $(FP16) $(INT8)
+
+accuracy: $(FP32) $(FP16) $(INT8)
+	$(PY) -m calibration evaluate $(FP32) $(FP16) $(INT8) --compare-methods
 
 test: $(STAMP)
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -m "not gpu" tests
+
+# On a Jetson or GPU desktop with TensorRT and pycuda: fails (does not skip) if either is missing.
+gpu-test: $(STAMP) $(FP32) $(FP16) $(INT8)
+	REQUIRE_GPU=1 $(PY) -m pytest -q -m gpu tests
+
+typecheck: $(STAMP)
+	$(PY) -m mypy build_engine/builder.py build_engine/precision.py calibration/trt_calibrator.py runtime/trt_runner.py runtime/cuda_mem.py runtime/manifest.py
 
 clean:
 	rm -rf $(ARTIFACTS)

@@ -41,6 +41,12 @@ def cmd_export(args: argparse.Namespace) -> None:
           f"max |Keras - ONNX Runtime| = {report.max_abs_diff:.2e}")
 
 
+def cmd_engine(args: argparse.Namespace) -> None:
+    from build_engine.builder import main_build
+
+    main_build(args)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m build_engine", description=__doc__)
     p.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -52,11 +58,11 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--size", type=int, default=128, help="input height and width, a multiple of 16")
     t.add_argument("--channels", type=int, default=1, choices=(1, 3))
     t.add_argument("--start-neurons", type=int, default=16)
-    t.add_argument("--train-count", type=int, default=1600, help="synthetic training images")
+    t.add_argument("--train-count", type=int, default=1200, help="synthetic training images")
     t.add_argument("--val-count", type=int, default=200, help="synthetic validation images")
     t.add_argument("--epochs", type=int, default=40)
     t.add_argument("--batch-size", type=int, default=16)
-    t.add_argument("--lr", type=float, default=2e-3)
+    t.add_argument("--lr", type=float, default=3e-3)
     t.add_argument("--patience", type=int, default=4, help="early stopping on validation IoU")
     t.add_argument("--max-minutes", type=float, default=4.5, help="stop after the epoch that passes this")
     t.add_argument("--seed", type=int, default=0)
@@ -70,6 +76,11 @@ def parser() -> argparse.ArgumentParser:
                    help="dynamic height/width too (adds shape arithmetic around each ConvTranspose)")
     e.set_defaults(func=cmd_export)
 
+    g = sub.add_parser("engine", help="ONNX -> TensorRT engine + manifest (needs TensorRT and a GPU)")
+    from build_engine.builder import add_engine_arguments
+
+    add_engine_arguments(g, ARTIFACTS)
+    g.set_defaults(func=cmd_engine)
     return p
 
 

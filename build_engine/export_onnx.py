@@ -4,13 +4,12 @@ The only module besides training that imports TensorFlow.
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from calibration.onnx_utils import atomic_output, set_metadata
 from runtime.errors import UserError
 from runtime.preprocess import InputSpec, preprocess_batch
 from runtime.runners import (META_CHANNELS, META_HEIGHT, META_PRECISION, META_START_NEURONS, META_WIDTH, OnnxRunner)
@@ -118,13 +117,6 @@ def name_dynamic_dims(proto, dynamic_size: bool) -> None:
                 dim.dim_param = name
 
 
-def set_metadata(proto, values: dict[str, str]) -> None:
-    existing = {p.key: p for p in proto.metadata_props}
-    for key, value in values.items():
-        prop = existing.get(key) or proto.metadata_props.add()
-        prop.key, prop.value = key, str(value)
-
-
 def parity_inputs(spec: InputSpec, count: int, height: int | None = None, width: int | None = None) -> np.ndarray:
     """Real (synthetic test-split) images through the runtime's preprocessing, NCHW."""
     images, _ = make_dataset(count, height or spec.height, width or spec.width, split="test")
@@ -169,18 +161,11 @@ def export(keras_path: str | Path, onnx_path: str | Path, opset: int = DEFAULT_O
     proto.doc_string = f"TGS-salt UNet (start_neurons {start_neurons}) exported from {Path(keras_path).name} by build_engine"
     onnx.checker.check_model(proto, full_check=True)
 
-    onnx_path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(suffix=".onnx", dir=onnx_path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+    with atomic_output(onnx_path) as tmp:
         onnx.save(proto, tmp)
         diff = check_parity(export_model, tmp, spec, dynamic_size)
         if not diff <= tolerance:
             raise UserError(f"ONNX output differs from Keras by {diff:.3g} (> {tolerance:g}); {onnx_path} was not written")
         with OnnxRunner(tmp):  # loads the way every consumer will
             pass
-        tmp.replace(onnx_path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return ExportReport(onnx_path, spec, start_neurons, diff, dynamic_size)

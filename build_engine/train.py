@@ -20,11 +20,11 @@ class TrainConfig:
     size: int = 128
     channels: int = 1
     start_neurons: int = 16
-    train_count: int = 1600
+    train_count: int = 1200
     val_count: int = 200
     epochs: int = 40
     batch_size: int = 16
-    learning_rate: float = 2e-3
+    learning_rate: float = 3e-3
     patience: int = 4
     max_minutes: float = 4.5
     seed: int = 0

@@ -1,7 +1,8 @@
 """THE preprocessing: one definition, imported by training, calibration, evaluation and the runtime.
 
 A uint8 frame (gray HxW or HxWx1, BGR HxWx3, BGRA HxWx4; any size) becomes the model's
-float32 NCHW tensor with values in [0, 1].
+float32 NCHW tensor with values in [-1, 1]: zero-centred input lets this BatchNorm-free UNet
+start learning about twice as fast, and uses the whole symmetric INT8 range.
 """
 from __future__ import annotations
 
@@ -53,13 +54,18 @@ def resize_to(image: np.ndarray, height: int, width: int) -> np.ndarray:
     return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
 
 
+def to_uint8_image(tensor: np.ndarray) -> np.ndarray:
+    """The inverse, for display: one (C,H,W) tensor -> HxW or HxWxC uint8."""
+    image = np.clip((tensor + 1.0) * 127.5 + 0.5, 0, 255).astype(np.uint8)
+    return image[0] if image.shape[0] == 1 else image.transpose(1, 2, 0)
+
+
 def preprocess_into(frame: np.ndarray, spec: InputSpec, out: np.ndarray) -> None:
     """Write one frame into `out` (C,H,W float32), e.g. a slot of a reused batch buffer."""
     image = resize_to(_convert_channels(frame, spec.channels), spec.height, spec.width)
-    if image.ndim == 2:
-        np.multiply(image, np.float32(1 / 255), out=out[0], casting="unsafe")
-    else:
-        np.multiply(image.transpose(2, 0, 1), np.float32(1 / 255), out=out, casting="unsafe")
+    chw = image[None] if image.ndim == 2 else image.transpose(2, 0, 1)
+    np.multiply(chw, np.float32(2 / 255), out=out, casting="unsafe")
+    out -= np.float32(1.0)
 
 
 def preprocess(frame: np.ndarray, spec: InputSpec) -> np.ndarray:

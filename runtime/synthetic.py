@@ -63,11 +63,11 @@ class SaltScene:
         dip = rng.uniform(-0.25, 0.25)
         reflectors = np.sin(2 * np.pi * (yy + dip * xx + warp) / period + rng.uniform(0, 2 * np.pi))
         reflectors *= 0.6 + 0.4 * _smooth_noise(rng, height, width, 5).clip(-1.5, 1.5) / 1.5
-        self._sediment = 0.22 * reflectors
+        self._sediment = 0.25 * reflectors
 
         # Salt: chaotic, weak, isotropic speckle with the same mean.
         speckle = cv2.GaussianBlur(rng.standard_normal((height, width)).astype(np.float32), (0, 0), 0.012 * scale + 0.5)
-        self._salt = 0.07 * speckle / (speckle.std() + 1e-6)
+        self._salt = 0.05 * speckle / (speckle.std() + 1e-6)
 
         # Brightness that says nothing about salt: gain, offset and a depth gradient.
         self._base = (
@@ -76,7 +76,7 @@ class SaltScene:
             + 0.05 * _smooth_noise(rng, height, width, 2)
         ).astype(np.float32)
         self._salt_offset = rng.uniform(-0.04, 0.04)
-        self._noise_sigma = rng.uniform(0.02, 0.05)
+        self._noise_sigma = rng.uniform(0.01, 0.03)
 
         # Salt bodies: Gaussian bumps perturbed by smooth noise, thresholded at 0.5.
         self._blobs: list[_Blob] = []

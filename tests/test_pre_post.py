@@ -4,7 +4,7 @@ import pytest
 
 from runtime.errors import UserError
 from runtime.postprocess import masks_from_batch, probabilities_to_mask
-from runtime.preprocess import InputSpec, preprocess, preprocess_batch
+from runtime.preprocess import InputSpec, preprocess, preprocess_batch, to_uint8_image
 
 
 @pytest.mark.parametrize("frame", [
@@ -17,7 +17,7 @@ from runtime.preprocess import InputSpec, preprocess, preprocess_batch
 def test_any_frame_kind_becomes_the_model_tensor(frame, channels):
     x = preprocess(frame, InputSpec(32, 48, channels))
     assert x.shape == (1, channels, 32, 48) and x.dtype == np.float32
-    np.testing.assert_allclose(x, 200 / 255, atol=1e-6)
+    np.testing.assert_allclose(x, 200 / 127.5 - 1, atol=1e-6)
 
 
 def test_layout_is_nchw_and_colour_order_is_kept():
@@ -25,8 +25,13 @@ def test_layout_is_nchw_and_colour_order_is_kept():
     frame[..., 0], frame[..., 2] = 255, 0  # blue channel only (OpenCV's BGR)
     frame[:8, :, 1] = 255  # green on the top half
     x = preprocess(frame, InputSpec(16, 16, 3))
-    assert x[0, 0].min() == 1.0 and x[0, 2].max() == 0.0
-    assert x[0, 1, :8].min() == 1.0 and x[0, 1, 8:].max() == 0.0
+    assert x[0, 0].min() == 1.0 and x[0, 2].max() == -1.0
+    assert x[0, 1, :8].min() == 1.0 and x[0, 1, 8:].max() == -1.0
+
+
+def test_display_inverse_round_trips():
+    frame = np.random.default_rng(0).integers(0, 256, (16, 24), np.uint8)
+    np.testing.assert_array_equal(to_uint8_image(preprocess(frame, InputSpec(16, 24, 1))[0]), frame)
 
 
 def test_batch_matches_single_frames():
@@ -40,7 +45,7 @@ def test_mask_round_trip_at_the_frame_size():
     mask = np.zeros((120, 160), np.uint8)
     mask[30:90, 40:120] = 1
     as_image = (mask * 255).astype(np.uint8)
-    probabilities = preprocess(as_image, InputSpec(64, 64, 1))[0]  # a perfect model's output
+    probabilities = (preprocess(as_image, InputSpec(64, 64, 1))[0] + 1) / 2  # a perfect model's output
     back = probabilities_to_mask(probabilities, 120, 160)
     assert back.shape == (120, 160) and back.dtype == np.uint8
     assert (back != mask).mean() < 0.01

@@ -41,6 +41,13 @@ def test_layers_match_the_kernel(sn):
     assert layer_sequence(model) == expected_sequence(sn)
 
 
+def test_relu_convolutions_use_he_initialisation():
+    model = make_unet(64, 64, 1, 4)
+    for layer in model.layers:
+        if layer.__class__.__name__ == "Conv2D" and layer.get_config()["activation"] == "relu":
+            assert layer.get_config()["kernel_initializer"]["class_name"] == "HeNormal"
+
+
 def test_concatenate_puts_deconv_first_then_the_skip():
     model = make_unet(64, 64, 1, 4)
     for layer in model.layers:

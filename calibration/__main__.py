@@ -1,0 +1,169 @@
+"""`python -m calibration fp16|quantize|evaluate`: precision in the ONNX, measured on any CPU."""
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from pathlib import Path
+from typing import Sequence
+
+from calibration.dataset import (DEFAULT_CALIBRATION_FRAMES, FrameSet, check_calibration_set, check_no_overlap, frames_from,
+                                 load_record, save_record)
+from calibration.qdq import DEFAULT_METHOD, DEFAULT_PERCENTILE, METHODS
+from runtime.errors import UserError, run_cli
+from runtime.postprocess import DEFAULT_THRESHOLD
+from runtime.runners import OnnxRunner
+
+ARTIFACTS = Path(os.environ.get("ARTIFACTS", "artifacts"))
+
+
+def record_path(int8_path: Path) -> Path:
+    return int8_path.with_name(int8_path.stem + ".calibration.json")
+
+
+def ranges_path(int8_path: Path) -> Path:
+    return int8_path.with_name(int8_path.stem + ".ranges.json")
+
+
+def cmd_fp16(args) -> None:
+    from calibration.fp16 import convert_fp16
+
+    out = convert_fp16(args.fp32, args.out)
+    print(f"wrote {out} (FP16 weights and activations, float32 input/output, Sigmoid in FP32)")
+
+
+def quantize_one(fp32: Path, out: Path, method: str, percentile: float, frames: FrameSet | None, spec, reuse: bool) -> dict:
+    from calibration.qdq import quantize_int8
+
+    started = time.time()
+    if reuse:
+        record = load_record(record_path(out))
+        quantize_int8(fp32, out, None, method, ranges_path(out), percentile)
+    else:
+        assert frames is not None
+        check_calibration_set(frames)
+        record = frames.record(spec)
+        quantize_int8(fp32, out, frames.tensors(spec), method, ranges_path(out), percentile,
+                      metadata={"unet.calibration_sha256": record["tensor_sha256"]})
+        record.update({"method": method, "percentile": percentile if method == "percentile" else None,
+                       "fp32_model": str(fp32), "ranges": str(ranges_path(out))})
+        save_record(record, record_path(out))
+    print(f"wrote {out} (INT8 Q/DQ, {method}, {record['count']} calibration frames, {time.time() - started:.0f} s); "
+          f"ranges in {ranges_path(out)}, calibration record in {record_path(out)}")
+    return record
+
+
+def cmd_quantize(args) -> None:
+    fp32, out = Path(args.fp32), Path(args.out)
+    with OnnxRunner(fp32) as runner:
+        spec = runner.spec
+    frames = None if args.reuse_ranges else frames_from(args.source, args.count, "calib", spec, args.seed, args.every)
+    quantize_one(fp32, out, args.method, args.percentile, frames, spec, args.reuse_ranges)
+
+
+def cmd_evaluate(args) -> None:
+    from calibration import evaluate as ev
+
+    models = [Path(m) for m in args.models]
+    if not models or models[0].suffix != ".onnx":
+        raise UserError("the first model is the FP32 reference and must be an ONNX file (e.g. artifacts/unet_fp32.onnx)")
+    with OnnxRunner(models[0]) as runner:
+        spec = runner.spec
+    frames = frames_from(args.data, args.count, "test", spec, args.seed, args.every)
+    overlap_checked = []
+    for model in models:
+        rec = record_path(model)
+        if rec.is_file():
+            check_no_overlap(load_record(rec), frames)
+            overlap_checked.append(model.name)
+
+    method_rows = {}
+    if args.compare_methods:
+        calib = frames_from(args.calibration_source, args.calibration_count, "calib", spec, args.seed, args.every)
+        check_no_overlap(calib.record(spec), frames)
+        out_dir = Path(args.methods_dir)
+        for method in METHODS:
+            out = out_dir / f"unet_int8_{method}.onnx"
+            quantize_one(models[0], out, method, args.percentile, calib, spec, reuse=False)
+            method_rows[method] = out
+        models += [p for p in method_rows.values() if p not in models]
+        overlap_checked += [p.name for p in method_rows.values()]
+
+    results = ev.evaluate(models, frames, args.threshold)
+    gate_list = ev.gates(results)
+    print()
+    print(f"accuracy on {frames.description} ({len(frames)} images; reference {results[0].name}; threshold {args.threshold}):")
+    print(ev.table(results))
+    if overlap_checked:
+        print(f"calibration/evaluation overlap: 0 images (checked for {', '.join(overlap_checked)})")
+    print()
+    for gate in gate_list:
+        print(gate.line())
+    if method_rows:
+        by_method = {r.name: r for r in results}
+        print("\ncalibration method comparison (same calibration frames):")
+        print(f"{'method':<11} {'IoU vs FP32':>11} {'IoU vs truth':>12} {'max|dp|':>8}")
+        for method, path in method_rows.items():
+            r = by_method[path.stem]
+            gt = f"{r.iou_gt:12.4f}" if r.iou_gt is not None else f"{'-':>12}"
+            print(f"{method:<11} {r.iou_vs_ref:11.4f} {gt} {r.max_abs_diff:8.4f}")
+    figure = ev.write_figure(args.figure, frames, results)
+    report = ev.write_report(args.json, results, gate_list, frames, {
+        "threshold": args.threshold, "overlap_checked": overlap_checked,
+        "method_comparison": {m: p.stem for m, p in method_rows.items()},
+    })
+    print(f"\nwrote {report} and {figure}")
+    if args.strict and not all(g.passed for g in gate_list):
+        raise UserError("some precision targets were missed (see above)")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m calibration", description=__doc__)
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    f = sub.add_parser("fp16", help="FP32 ONNX -> FP16 ONNX (float32 I/O kept)")
+    f.add_argument("--fp32", default=str(ARTIFACTS / "unet_fp32.onnx"))
+    f.add_argument("--out", default=str(ARTIFACTS / "unet_fp16.onnx"))
+    f.set_defaults(func=cmd_fp16)
+
+    def add_source(sp):
+        sp.add_argument("--seed", type=int, default=0, help="sampling / synthetic seed")
+        sp.add_argument("--every", type=int, default=10, help="take every k-th frame of a video")
+
+    q = sub.add_parser("quantize", help="calibrate and write the INT8 Q/DQ ONNX")
+    q.add_argument("--fp32", default=str(ARTIFACTS / "unet_fp32.onnx"))
+    q.add_argument("--out", default=str(ARTIFACTS / "unet_int8.onnx"))
+    q.add_argument("--source", default="synthetic", help="'synthetic', an image folder or a video file")
+    q.add_argument("--count", type=int, default=DEFAULT_CALIBRATION_FRAMES, help="calibration frames")
+    q.add_argument("--method", default=DEFAULT_METHOD, choices=METHODS)
+    q.add_argument("--percentile", type=float, default=DEFAULT_PERCENTILE, help="for --method percentile")
+    q.add_argument("--reuse-ranges", action="store_true", help="re-quantize from the saved ranges, no recalibration")
+    add_source(q)
+    q.set_defaults(func=cmd_quantize)
+
+    e = sub.add_parser("evaluate", help="accuracy of each model against the first (FP32) and the ground truth")
+    e.add_argument("models", nargs="*", default=[str(ARTIFACTS / f"unet_{p}.onnx") for p in ("fp32", "fp16", "int8")])
+    e.add_argument("--data", default="synthetic", help="'synthetic' (held-out test split) or a folder with images/ and masks/")
+    e.add_argument("--count", type=int, default=200, help="evaluation images")
+    e.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD)
+    e.add_argument("--compare-methods", action="store_true", help="also quantize with entropy, percentile and min-max and compare")
+    e.add_argument("--calibration-source", default="synthetic")
+    e.add_argument("--calibration-count", type=int, default=DEFAULT_CALIBRATION_FRAMES)
+    e.add_argument("--percentile", type=float, default=DEFAULT_PERCENTILE)
+    e.add_argument("--methods-dir", default=str(ARTIFACTS / "methods"))
+    e.add_argument("--json", default=str(ARTIFACTS / "accuracy.json"))
+    e.add_argument("--figure", default=str(ARTIFACTS / "accuracy_worst.png"))
+    e.add_argument("--strict", action="store_true", help="exit non-zero when a precision target is missed")
+    add_source(e)
+    e.set_defaults(func=cmd_evaluate)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    args.func(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_cli(main))

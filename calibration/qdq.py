@@ -1,0 +1,141 @@
+"""INT8 explicit quantization with ONNX Runtime: a Q/DQ ONNX that TensorRT 8.5-11 builds as INT8.
+
+TensorRT's rules drive every option (see `../shared/tensorrt-notes.md` 2.9, NVIDIA's
+"Explicit Quantization" guide):
+- symmetric INT8 with zero points 0, int8 (not uint8) zero-point type;
+- weights per-channel on the output-channel axis (Conv axis 0, ConvTranspose axis 1 - ORT's
+  default for ConvTranspose), activations per-tensor;
+- Q/DQ only on the inputs of the weighted ops (Conv, ConvTranspose), none on their outputs:
+  NVIDIA recommends quantizing all inputs of weighted operations and leaving their outputs to
+  TensorRT's fusions (conv + bias + ReLU, Q propagated through MaxPool and Concat);
+- biases stay float: TensorRT's parser rejects ORT's int32 bias DequantizeLinear ("only
+  activation types allowed as input to this layer", onnx/onnx-tensorrt#850).
+"""
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+from calibration.onnx_utils import atomic_output, get_metadata, set_metadata
+from runtime.errors import UserError
+from runtime.runners import META_PRECISION
+
+METHODS = ("entropy", "percentile", "minmax")
+DEFAULT_METHOD = "entropy"
+DEFAULT_PERCENTILE = 99.99
+QUANTIZED_OPS = ["Conv", "ConvTranspose"]
+
+
+def _progress(label: str, before: int, done: int, total: int, started: float) -> None:
+    """A live counter on a terminal; a line at each quarter in a log file."""
+    message = f"{label}: {done}/{total} frames ({time.time() - started:.0f} s)"
+    if sys.stderr.isatty():
+        print("\r" + message, end="\n" if done >= total else "", file=sys.stderr, flush=True)
+    elif done * 4 // total != before * 4 // total:
+        print(message, file=sys.stderr, flush=True)
+
+
+class FrameBatchReader:
+    """ONNX Runtime's CalibrationDataReader over preprocessed tensors, with a progress line."""
+
+    def __init__(self, tensors: np.ndarray, input_name: str = "image", batch_size: int = 16, label: str = "calibrating"):
+        from onnxruntime.quantization import CalibrationDataReader
+
+        # Subclass lazily so importing this module does not need ORT's quantization package.
+        class _Reader(CalibrationDataReader):
+            def __init__(inner):
+                inner.position = 0
+                inner.started = time.time()
+
+            def get_next(inner):
+                if inner.position >= len(tensors):
+                    return None
+                batch = tensors[inner.position : inner.position + batch_size]
+                inner.position += len(batch)
+                _progress(label, inner.position - len(batch), inner.position, len(tensors), inner.started)
+                return {input_name: batch}
+
+            def rewind(inner):
+                inner.position = 0
+
+            def __len__(inner):
+                return (len(tensors) + batch_size - 1) // batch_size
+
+        self.reader = _Reader()
+
+
+@contextmanager
+def _quiet_ort_logging():
+    # ORT's quantizer logs a pre-processing hint at WARNING on the root logger for every call.
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
+def calibration_method(name: str):
+    from onnxruntime.quantization import CalibrationMethod
+
+    try:
+        return {"entropy": CalibrationMethod.Entropy, "percentile": CalibrationMethod.Percentile,
+                "minmax": CalibrationMethod.MinMax}[name]
+    except KeyError:
+        raise UserError(f"unknown calibration method {name!r}; choose one of {', '.join(METHODS)}") from None
+
+
+def quantize_int8(fp32_path: str | Path, out_path: str | Path, tensors: np.ndarray | None, method: str = DEFAULT_METHOD,
+                  ranges_path: str | Path | None = None, percentile: float = DEFAULT_PERCENTILE,
+                  exclude_nodes: tuple[str, ...] = (), metadata: dict[str, str] | None = None) -> Path:
+    """Calibrate on `tensors` (NCHW float32) and write the Q/DQ model.
+
+    With `tensors=None` the per-tensor ranges are read from `ranges_path` (saved by an earlier
+    run of the same method) and nothing is recalibrated.
+    """
+    import onnx
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+    fp32_path, out_path = Path(fp32_path), Path(out_path)
+    if not fp32_path.is_file():
+        raise UserError(f"FP32 model {fp32_path} does not exist; run `make onnx`")
+    if not 50.0 < percentile < 100.0:
+        raise UserError(f"percentile must lie in (50, 100), not {percentile}")
+    if tensors is None:
+        if ranges_path is None or not Path(ranges_path).is_file():
+            raise UserError(f"no calibration ranges at {ranges_path} to re-quantize from; calibrate first")
+    elif ranges_path is not None:
+        Path(ranges_path).unlink(missing_ok=True)  # fresh calibration: ORT would otherwise reuse the old ranges
+
+    reader = None if tensors is None else FrameBatchReader(tensors, label=f"calibrating ({method})").reader
+    with atomic_output(out_path) as tmp:
+        with _quiet_ort_logging():
+            quantize_static(
+                str(fp32_path), str(tmp), reader,
+                quant_format=QuantFormat.QDQ,
+                op_types_to_quantize=QUANTIZED_OPS,
+                per_channel=True,
+                activation_type=QuantType.QInt8,
+                weight_type=QuantType.QInt8,
+                calibrate_method=calibration_method(method),
+                nodes_to_exclude=list(exclude_nodes),
+                extra_options={
+                    "ActivationSymmetric": True,
+                    "WeightSymmetric": True,
+                    "QuantizeBias": False,
+                    "OpTypesToExcludeOutputQuantization": QUANTIZED_OPS,
+                    "CalibPercentile": percentile,
+                },
+                calibration_cache_path=None if ranges_path is None else str(ranges_path),
+            )
+        model = onnx.load(tmp)
+        set_metadata(model, {**get_metadata(onnx.load(fp32_path, load_external_data=False)), META_PRECISION: "int8",
+                             "unet.calibration_method": method, **(metadata or {})})
+        onnx.save(model, tmp)
+    return out_path

@@ -1,0 +1,75 @@
+"""The engine's sidecar manifest (`<name>.json` beside `<name>.engine`): written by the builder,
+checked by the runtime, so a stale engine is refused with a one-line rebuild hint.
+
+A sidecar (not a header in the engine) keeps the plan loadable by trtexec and DeepStream.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from runtime.errors import UserError
+
+SCHEMA = 1
+
+
+def manifest_path(engine_path: str | Path) -> Path:
+    return Path(engine_path).with_suffix(".json")
+
+
+def sha256_file(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_manifest(engine_path: str | Path, manifest: dict) -> Path:
+    path = manifest_path(engine_path)
+    path.write_text(json.dumps({"schema": SCHEMA, **manifest}, indent=1))
+    return path
+
+
+def read_manifest(engine_path: str | Path) -> dict:
+    path = manifest_path(engine_path)
+    try:
+        manifest = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"{path} (the engine's manifest) is missing; rebuild with `python -m build_engine engine`") from None
+    except json.JSONDecodeError:
+        raise UserError(f"{path} is corrupt; rebuild the engine with `python -m build_engine engine`") from None
+    if manifest.get("schema") != SCHEMA:
+        raise UserError(f"{path} has manifest schema {manifest.get('schema')}, this runtime reads {SCHEMA}; rebuild the engine")
+    return manifest
+
+
+def rebuild_hint(manifest: dict) -> str:
+    onnx = manifest.get("onnx", {}).get("path", "artifacts/unet_<precision>.onnx")
+    return f"rebuild it here: python -m build_engine engine --onnx {onnx} --precision {manifest.get('precision', 'fp16')}"
+
+
+def check_manifest(manifest: dict, trt_version: str, gpu_name: str | None, compute_capability: str | None,
+                   lean_runtime: bool = False) -> None:
+    """Refuse an engine built for another TensorRT or GPU (engines are not portable)."""
+    built = manifest.get("tensorrt", {})
+    built_version = str(built.get("version", "?"))
+    version_compatible = bool(built.get("version_compatible"))
+    if built_version != trt_version and not version_compatible:
+        raise UserError(f"engine was built with TensorRT {built_version}, this is {trt_version}; {rebuild_hint(manifest)}")
+    if lean_runtime and not version_compatible:
+        raise UserError(f"the lean runtime loads only version-compatible engines; {rebuild_hint(manifest)} --version-compatible")
+    gpu = manifest.get("gpu", {})
+    if compute_capability and gpu.get("compute_capability") and gpu["compute_capability"] != compute_capability \
+            and not built.get("hardware_compatible"):
+        raise UserError(f"engine was built for {gpu.get('name')} (sm {gpu['compute_capability']}), this GPU is "
+                        f"{gpu_name} (sm {compute_capability}); {rebuild_hint(manifest)}")
+
+
+def check_onnx_unchanged(manifest: dict) -> None:
+    """If the ONNX the engine came from is still here and has changed, the engine is stale."""
+    onnx = manifest.get("onnx", {})
+    path = Path(onnx.get("path", ""))
+    if onnx.get("sha256") and path.is_file() and sha256_file(path) != onnx["sha256"]:
+        raise UserError(f"{path} changed after the engine was built (stale engine); {rebuild_hint(manifest)}")

@@ -1,0 +1,160 @@
+"""FP16 and INT8 ONNX: the graph rules TensorRT needs, and the calibration set behind them."""
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, numpy_helper
+
+from calibration.dataset import FrameSet, check_calibration_set, check_no_overlap, folder_set, synthetic_set, video_set
+from calibration.fp16 import convert_fp16
+from calibration.qdq import FrameBatchReader, quantize_int8
+from runtime.errors import UserError
+from runtime.preprocess import InputSpec
+from runtime.runners import OnnxRunner
+from runtime.synthetic import write_video
+
+SPEC = InputSpec(64, 64, 1)
+
+
+@pytest.fixture(scope="module")
+def precision_models(tiny_model_dir, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("precision")
+    fp32 = tiny_model_dir / "unet_fp32.onnx"
+    calib = synthetic_set(64, SPEC, "calib")
+    int8 = quantize_int8(fp32, folder / "int8.onnx", calib.tensors(SPEC), "entropy", folder / "int8.ranges.json")
+    fp16 = convert_fp16(fp32, folder / "fp16.onnx")
+    return {"fp32": fp32, "fp16": fp16, "int8": int8, "ranges": folder / "int8.ranges.json", "calib": calib}
+
+
+def graph_index(model):
+    producers = {out: node for node in model.graph.node for out in node.output}
+    initializers = {init.name: numpy_helper.to_array(init) for init in model.graph.initializer}
+    return producers, initializers
+
+
+def attr(node, name, default=None):
+    return next((onnx.helper.get_attribute_value(a) for a in node.attribute if a.name == name), default)
+
+
+def test_qdq_graph_follows_tensorrt_explicit_quantization_rules(precision_models):
+    model = onnx.load(precision_models["int8"])
+    producers, inits = graph_index(model)
+    weighted = [n for n in model.graph.node if n.op_type in ("Conv", "ConvTranspose")]
+    assert len(weighted) == 23
+    for node in weighted:
+        # Activation input: Q -> DQ, per-tensor (scalar scale), int8 zero point 0.
+        dq_x = producers[node.input[0]]
+        assert dq_x.op_type == "DequantizeLinear", node.name
+        assert producers[dq_x.input[0]].op_type == "QuantizeLinear"
+        assert inits[dq_x.input[1]].size == 1
+        assert inits[dq_x.input[2]].dtype == np.int8 and not inits[dq_x.input[2]].any()
+        # Weights: int8 initializer -> DQ, per output channel, symmetric, narrow range.
+        dq_w = producers[node.input[1]]
+        assert dq_w.op_type == "DequantizeLinear"
+        weights = inits[dq_w.input[0]]
+        assert weights.dtype == np.int8 and np.abs(weights.astype(int)).max() <= 127
+        axis = 0 if node.op_type == "Conv" else 1
+        assert attr(dq_w, "axis", 1) == axis
+        assert inits[dq_w.input[1]].shape == (weights.shape[axis],)
+        assert inits[dq_w.input[2]].dtype == np.int8 and not inits[dq_w.input[2]].any()
+        # Bias stays float: TensorRT rejects an int32 DequantizeLinear.
+        assert node.input[2] in inits and inits[node.input[2]].dtype == np.float32
+    for node in model.graph.node:
+        if node.op_type == "QuantizeLinear":
+            assert inits[node.input[1]].size == 1, "activations are per-tensor"
+            assert inits[node.input[2]].dtype == np.int8 and not inits[node.input[2]].any()
+            # Q/DQ sit on inputs of weighted ops, never right after one (TensorRT fuses those outputs).
+            source = producers.get(node.input[0])
+            assert source is None or source.op_type not in ("Conv", "ConvTranspose")
+    assert producers["mask"].op_type == "Sigmoid"
+    assert producers[producers["mask"].input[0]].op_type == "Conv"
+
+
+def test_int8_model_runs_close_to_fp32(precision_models):
+    x = synthetic_set(8, SPEC, "test").tensors(SPEC)
+    with OnnxRunner(precision_models["fp32"]) as ref, OnnxRunner(precision_models["int8"]) as q:
+        assert q.precision == "int8" and q.spec == SPEC
+        assert np.abs(ref.infer(x) - q.infer(x)).max() < 0.1
+
+
+def test_ranges_are_saved_and_reused_without_calibrating(precision_models, tmp_path):
+    ranges = precision_models["ranges"]
+    assert ranges.is_file() and "Entropy" in ranges.read_text()[:200] or "entropy" in ranges.read_text().lower()[:400]
+    again = quantize_int8(precision_models["fp32"], tmp_path / "again.onnx", None, "entropy", ranges)
+    original, reused = onnx.load(precision_models["int8"]), onnx.load(again)
+    _, a = graph_index(original)
+    _, b = graph_index(reused)
+    scales = [k for k in a if k.endswith("_scale")]
+    assert scales and all(np.array_equal(a[k], b[k]) for k in scales)
+
+
+def test_fp16_keeps_float32_io_and_fp32_sigmoid(precision_models):
+    model = onnx.load(precision_models["fp16"])
+    assert model.graph.input[0].type.tensor_type.elem_type == TensorProto.FLOAT
+    assert model.graph.output[0].type.tensor_type.elem_type == TensorProto.FLOAT
+    producers, inits = graph_index(model)
+    conv_weights = [inits[n.input[1]] for n in model.graph.node if n.op_type in ("Conv", "ConvTranspose")]
+    assert conv_weights and all(w.dtype == np.float16 for w in conv_weights)
+    sigmoid = producers["mask"]
+    assert sigmoid.op_type == "Sigmoid"
+    assert producers[sigmoid.input[0]].op_type == "Cast" and attr(producers[sigmoid.input[0]], "to") == TensorProto.FLOAT
+    x = synthetic_set(4, SPEC, "test").tensors(SPEC)
+    with OnnxRunner(precision_models["fp32"]) as ref, OnnxRunner(precision_models["fp16"]) as half:
+        y = half.infer(x)
+        assert y.dtype == np.float32 and half.precision == "fp16"
+        assert np.abs(ref.infer(x) - y).max() < 1e-2
+
+
+def test_reader_yields_preprocessed_batches_deterministically():
+    frames = synthetic_set(40, SPEC, "calib")
+    a, b = frames.tensors(SPEC), synthetic_set(40, SPEC, "calib").tensors(SPEC)
+    np.testing.assert_array_equal(a, b)
+    reader = FrameBatchReader(a, batch_size=16).reader
+    batches = []
+    while (item := reader.get_next()) is not None:
+        batches.append(item["image"])
+    assert [len(x) for x in batches] == [16, 16, 8]
+    assert all(x.dtype == np.float32 and x.shape[1:] == (1, 64, 64) for x in batches)
+    assert -1.0 <= a.min() and a.max() <= 1.0
+    reader.rewind()
+    np.testing.assert_array_equal(reader.get_next()["image"], batches[0])
+    assert frames.record(SPEC)["tensor_sha256"] == synthetic_set(40, SPEC, "calib").tensor_hash(SPEC)
+
+
+def test_calibration_never_overlaps_evaluation():
+    calib = synthetic_set(64, SPEC, "calib").record(SPEC)
+    assert check_no_overlap(calib, synthetic_set(64, SPEC, "test")) == 0
+    with pytest.raises(UserError, match="also in the calibration set"):
+        check_no_overlap(calib, synthetic_set(10, SPEC, "calib"))
+
+
+def test_calibration_set_checks():
+    with pytest.raises(UserError, match="at least 32"):
+        check_calibration_set(synthetic_set(10, SPEC, "calib"))
+    blank = FrameSet([np.full((64, 64), 7, np.uint8)] * 40, [f"b{i}" for i in range(40)])
+    with pytest.raises(UserError, match="blank"):
+        check_calibration_set(blank)
+
+
+def test_video_and_folder_sources(tmp_path):
+    video = tmp_path / "v.mp4"
+    write_video(str(video), frames=30, height=64, width=64, fps=10)
+    frames = video_set(video, count=5, every=4)
+    assert frames.sources == [f"{video}#{i}" for i in (0, 4, 8, 12, 16)]
+    import cv2
+    for i in range(5):
+        cv2.imwrite(str(tmp_path / f"img{i}.png"), frames.frames[i])
+    sampled = folder_set(tmp_path, count=3, seed=1)
+    assert len(sampled) == 3 and sampled.sources == sorted(sampled.sources)
+    assert folder_set(tmp_path, count=3, seed=1).sources == sampled.sources
+    with pytest.raises(UserError, match="cannot open|no frames"):
+        (tmp_path / "bad.mp4").write_bytes(b"\x00" * 100)
+        video_set(tmp_path / "bad.mp4", 5)
+
+
+def test_quantize_errors(tmp_path):
+    with pytest.raises(UserError, match="make onnx"):
+        quantize_int8(tmp_path / "none.onnx", tmp_path / "x.onnx", None)
+    with pytest.raises(UserError, match="make onnx"):
+        convert_fp16(tmp_path / "none.onnx", tmp_path / "x.onnx")
