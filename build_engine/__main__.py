@@ -58,7 +58,7 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--size", type=int, default=128, help="input height and width, a multiple of 16")
     t.add_argument("--channels", type=int, default=1, choices=(1, 3))
     t.add_argument("--start-neurons", type=int, default=16)
-    t.add_argument("--train-count", type=int, default=1200, help="synthetic training images")
+    t.add_argument("--train-count", type=int, default=800, help="synthetic training images")
     t.add_argument("--val-count", type=int, default=200, help="synthetic validation images")
     t.add_argument("--epochs", type=int, default=40)
     t.add_argument("--batch-size", type=int, default=16)

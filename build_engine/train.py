@@ -20,7 +20,7 @@ class TrainConfig:
     size: int = 128
     channels: int = 1
     start_neurons: int = 16
-    train_count: int = 1200
+    train_count: int = 800
     val_count: int = 200
     epochs: int = 40
     batch_size: int = 16

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -69,6 +70,15 @@ class FrameBatchReader:
         self.reader = _Reader()
 
 
+def even_batch_size(count: int, largest: int = 16) -> int:
+    """The largest batch size <= `largest` that divides `count`.
+
+    ONNX Runtime's histogram calibrators stack the outputs of all batches into one array, so a
+    short last batch makes it fail ("inhomogeneous shape").
+    """
+    return max(size for size in range(1, largest + 1) if count % size == 0)
+
+
 @contextmanager
 def _quiet_ort_logging():
     # ORT's quantizer logs a pre-processing hint at WARNING on the root logger for every call.
@@ -91,33 +101,65 @@ def calibration_method(name: str):
         raise UserError(f"unknown calibration method {name!r}; choose one of {', '.join(METHODS)}") from None
 
 
+def calibrator_options(method: str, percentile: float) -> dict:
+    """Histogram settings like TensorRT's own calibrator (2048 bins, 128 quantized bins).
+
+    ORT's entropy defaults (128 bins, 128 quantized bins) leave exactly one candidate threshold,
+    the full range, so "entropy" would silently equal min-max; quantize_static cannot pass
+    num_bins, hence the explicit calibrator below.
+    """
+    if method == "entropy":
+        return {"num_bins": 2048, "num_quantized_bins": 128, "symmetric": True}
+    if method == "percentile":
+        return {"num_bins": 2048, "percentile": percentile, "symmetric": True}
+    return {"symmetric": True}
+
+
+def calibrate_ranges(fp32_path: Path, tensors: np.ndarray, method: str, percentile: float, ranges_path: Path) -> None:
+    """Run ONNX Runtime's calibrator over the frames and save its per-tensor ranges (ORT's JSON)."""
+    from onnxruntime.quantization.calibrate import create_calibrator, save_tensors_data
+
+    reader = FrameBatchReader(tensors, batch_size=even_batch_size(len(tensors)), label=f"calibrating ({method})").reader
+    with tempfile.TemporaryDirectory(prefix="calibrate.") as tmp, _quiet_ort_logging():
+        calibrator = create_calibrator(fp32_path, QUANTIZED_OPS, augmented_model_path=str(Path(tmp) / "augmented.onnx"),
+                                       calibrate_method=calibration_method(method),
+                                       extra_options=calibrator_options(method, percentile))
+        calibrator.collect_data(reader)
+        started = time.time()
+        ranges = calibrator.compute_data()
+        if method != "minmax":
+            print(f"{method} thresholds for {len(ranges.data)} tensors in {time.time() - started:.0f} s", file=sys.stderr)
+    save_tensors_data(ranges, ranges_path)
+
+
 def quantize_int8(fp32_path: str | Path, out_path: str | Path, tensors: np.ndarray | None, method: str = DEFAULT_METHOD,
                   ranges_path: str | Path | None = None, percentile: float = DEFAULT_PERCENTILE,
                   exclude_nodes: tuple[str, ...] = (), metadata: dict[str, str] | None = None) -> Path:
     """Calibrate on `tensors` (NCHW float32) and write the Q/DQ model.
 
-    With `tensors=None` the per-tensor ranges are read from `ranges_path` (saved by an earlier
-    run of the same method) and nothing is recalibrated.
+    The per-tensor ranges are saved at `ranges_path` (default: beside the output). With
+    `tensors=None` they are read from there and nothing is recalibrated.
     """
     import onnx
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
     fp32_path, out_path = Path(fp32_path), Path(out_path)
+    ranges_path = Path(ranges_path) if ranges_path else out_path.with_name(out_path.stem + ".ranges.json")
     if not fp32_path.is_file():
         raise UserError(f"FP32 model {fp32_path} does not exist; run `make onnx`")
     if not 50.0 < percentile < 100.0:
         raise UserError(f"percentile must lie in (50, 100), not {percentile}")
+    calibration_method(method)  # a clear error for an unknown name, before any work
     if tensors is None:
-        if ranges_path is None or not Path(ranges_path).is_file():
+        if not ranges_path.is_file():
             raise UserError(f"no calibration ranges at {ranges_path} to re-quantize from; calibrate first")
-    elif ranges_path is not None:
-        Path(ranges_path).unlink(missing_ok=True)  # fresh calibration: ORT would otherwise reuse the old ranges
+    else:
+        calibrate_ranges(fp32_path, tensors, method, percentile, ranges_path)
 
-    reader = None if tensors is None else FrameBatchReader(tensors, label=f"calibrating ({method})").reader
     with atomic_output(out_path) as tmp:
         with _quiet_ort_logging():
             quantize_static(
-                str(fp32_path), str(tmp), reader,
+                str(fp32_path), str(tmp), None,
                 quant_format=QuantFormat.QDQ,
                 op_types_to_quantize=QUANTIZED_OPS,
                 per_channel=True,
@@ -130,9 +172,8 @@ def quantize_int8(fp32_path: str | Path, out_path: str | Path, tensors: np.ndarr
                     "WeightSymmetric": True,
                     "QuantizeBias": False,
                     "OpTypesToExcludeOutputQuantization": QUANTIZED_OPS,
-                    "CalibPercentile": percentile,
                 },
-                calibration_cache_path=None if ranges_path is None else str(ranges_path),
+                calibration_cache_path=str(ranges_path),  # the ranges computed above: no second calibration
             )
         model = onnx.load(tmp)
         set_metadata(model, {**get_metadata(onnx.load(fp32_path, load_external_data=False)), META_PRECISION: "int8",

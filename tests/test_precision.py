@@ -122,6 +122,15 @@ def test_reader_yields_preprocessed_batches_deterministically():
     assert frames.record(SPEC)["tensor_sha256"] == synthetic_set(40, SPEC, "calib").tensor_hash(SPEC)
 
 
+def test_calibration_batches_are_even_for_any_set_size(tiny_model_dir, tmp_path):
+    from calibration.qdq import even_batch_size
+
+    assert [even_batch_size(n) for n in (300, 64, 37, 40)] == [15, 16, 1, 10]
+    frames = synthetic_set(50, SPEC, "calib")  # 50 = 3 x 16 + 2 would leave a short batch
+    out = quantize_int8(tiny_model_dir / "unet_fp32.onnx", tmp_path / "q.onnx", frames.tensors(SPEC), "percentile")
+    assert out.is_file()
+
+
 def test_calibration_never_overlaps_evaluation():
     calib = synthetic_set(64, SPEC, "calib").record(SPEC)
     assert check_no_overlap(calib, synthetic_set(64, SPEC, "test")) == 0

@@ -1,0 +1,280 @@
+"""`python -m runtime.bench`: latency of every model, interleaved, with the stage breakdown and the
+machine it ran on; optionally the streaming figures (pipeline vs model-only vs sequential loop).
+
+Outputs a table, `bench.json`, `bench.csv` and `bench.png` under --out-dir.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Sequence
+
+import cv2
+import numpy as np
+
+from runtime.demo import CANDIDATES
+from runtime.errors import UserError, run_cli
+from runtime.pipeline import Pipeline, percentiles, run_sequential
+from runtime.postprocess import probabilities_to_mask
+from runtime.preprocess import preprocess_batch
+from runtime.runners import Runner, open_runner
+from runtime.sinks import VideoFileSink
+from runtime.sources import SyntheticSource
+from runtime.synthetic import SaltVideo
+
+ARTIFACTS = Path(os.environ.get("ARTIFACTS", "artifacts"))
+
+
+def rss_mb() -> float:
+    """Resident memory of this process (Linux), MB."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+        return pages * os.sysconf("SC_PAGE_SIZE") / 1e6
+    except (OSError, ValueError, IndexError):
+        return float("nan")
+
+
+def _command(*args: str) -> str | None:
+    if shutil.which(args[0]) is None:
+        return None
+    try:
+        return subprocess.run(args, capture_output=True, text=True, timeout=10).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def machine_info() -> dict:
+    """What the figures were measured on; never quote them without it."""
+    cpu = "?"
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith(("model name", "Model")))
+    except (OSError, StopIteration):
+        cpu = platform.processor() or "?"
+    info = {"cpu": cpu, "cores": os.cpu_count(), "machine": platform.machine(), "python": platform.python_version(),
+            "os": platform.platform()}
+    try:
+        import onnxruntime
+
+        info["onnxruntime"] = onnxruntime.__version__
+    except ImportError:
+        pass
+    try:
+        import tensorrt
+
+        info["tensorrt"] = getattr(tensorrt, "__version__", None)
+    except ImportError:
+        info["tensorrt"] = None
+    info["gpu"] = _command("nvidia-smi", "--query-gpu=name,driver_version,clocks.sm,power.limit", "--format=csv,noheader")
+    if Path("/etc/nv_tegra_release").is_file():
+        info["jetson_l4t"] = Path("/etc/nv_tegra_release").read_text().splitlines()[0]
+        info["jetson_power_mode"] = _command("nvpmodel", "-q")
+    return info
+
+
+def open_models(paths: list[Path], threads: int | None) -> list[tuple[Runner, float]]:
+    runners = []
+    for path in paths:
+        before = rss_mb()
+        try:
+            runner = open_runner(path, threads=threads)
+        except UserError as exc:
+            print(f"skipping {path}: {exc}")
+            continue
+        runners.append((runner, rss_mb() - before))
+    if not runners:
+        raise UserError("no model could be opened; run `make onnx` or pass model paths")
+    return runners
+
+
+def time_models(runners: list[tuple[Runner, float]], frames: list[np.ndarray], batch: int, iterations: int,
+                warmup: int) -> list[dict]:
+    """Interleaved: each iteration runs every model once, in a rotating order, so drift hits all alike."""
+    times: dict[int, dict[str, list[float]]] = {i: {} for i in range(len(runners))}
+    for iteration in range(warmup + iterations):
+        order = list(range(len(runners)))
+        shift = iteration % len(order)
+        for index in order[shift:] + order[:shift]:
+            runner = runners[index][0]
+            start = (iteration * batch) % max(1, len(frames) - batch)
+            chunk = frames[start : start + batch]
+            t0 = time.perf_counter()
+            tensor = preprocess_batch(chunk, runner.spec)
+            t1 = time.perf_counter()
+            probabilities = runner.infer(tensor)
+            t2 = time.perf_counter()
+            for p, f in zip(probabilities, chunk):
+                probabilities_to_mask(p, f.shape[0], f.shape[1])
+            t3 = time.perf_counter()
+            if iteration < warmup:
+                continue
+            sample = {"preprocess": (t1 - t0) * 1e3, "infer": (t2 - t1) * 1e3, "postprocess": (t3 - t2) * 1e3,
+                      "end_to_end": (t3 - t0) * 1e3, **runner.last_timings_ms}
+            for key, value in sample.items():
+                times[index].setdefault(key, []).append(value)
+    rows = []
+    for index, (runner, memory) in enumerate(runners):
+        t = times[index]
+        compute = t.get("compute", t["infer"])  # TensorRT: GPU time by CUDA events; ORT: the run call
+        e2e = percentiles(t["end_to_end"])
+        rows.append({
+            "model": runner.path.name, "backend": runner.backend, "precision": runner.precision, "batch": batch,
+            "latency_ms": e2e, "throughput_ips": round(batch * 1e3 / e2e["mean"], 1),
+            "stages_ms": {k: percentiles(v) for k, v in t.items() if k != "end_to_end"},
+            "e2e_over_compute": round(e2e["mean"] / float(np.mean(compute)), 2), "rss_mb": round(memory, 1),
+        })
+    return rows
+
+
+def streaming(runner: Runner, frames: int, width: int, height: int) -> dict:
+    """Demo pipeline FPS vs model-only FPS vs the plain sequential loop, on the synthetic video."""
+    video = SaltVideo(height, width)
+    tensors = preprocess_batch([video.frame(i)[0] for i in range(min(frames, 30))], runner.spec)
+    for x in tensors[:5]:
+        runner.infer(x[None])
+    t0 = time.perf_counter()
+    for i in range(frames):
+        runner.infer(tensors[i % len(tensors)][None])
+    model_only = frames / (time.perf_counter() - t0)
+    with tempfile.TemporaryDirectory() as tmp:
+        sequential = run_sequential(SyntheticSource(frames, width, height), runner, VideoFileSink(Path(tmp) / "s.mp4", 30))
+        pipelined = Pipeline(SyntheticSource(frames, width, height), runner, VideoFileSink(Path(tmp) / "p.mp4", 30)).run()
+    return {"model": runner.path.name, "frames": frames, "size": f"{width}x{height}", "model_only_fps": round(model_only, 2),
+            "sequential_fps": round(sequential.fps, 2), "pipeline_fps": round(pipelined.fps, 2),
+            "pipeline_over_model_only": round(pipelined.fps / model_only, 3),
+            "pipeline_over_sequential": round(pipelined.fps / sequential.fps, 3)}
+
+
+def accuracy_columns(rows: list[dict], report: Path) -> None:
+    if not report.is_file():
+        return
+    models = {m["name"]: m for m in json.loads(report.read_text()).get("models", [])}
+    for row in rows:
+        entry = models.get(Path(row["model"]).stem)
+        if entry:
+            row["iou_vs_fp32"], row["iou_vs_truth"] = entry.get("iou_vs_ref"), entry.get("iou_gt")
+
+
+def table(rows: list[dict]) -> str:
+    header = f"{'model':<20} {'backend':<12} {'prec':<5} {'bs':>3} {'p50':>7} {'p90':>7} {'p99':>7} {'img/s':>7} {'pre':>6} {'infer':>7} {'post':>6} {'e2e/cmp':>7} {'IoU32':>6}"
+    lines = [header, "-" * len(header)]
+    for r in rows:
+        s, lat = r["stages_ms"], r["latency_ms"]
+        iou = f"{r['iou_vs_fp32']:.4f}" if r.get("iou_vs_fp32") is not None else "-"
+        lines.append(f"{r['model']:<20} {r['backend']:<12} {r['precision']:<5} {r['batch']:>3} {lat['p50']:7.2f} {lat['p90']:7.2f} "
+                     f"{lat['p99']:7.2f} {r['throughput_ips']:7.1f} {s['preprocess']['mean']:6.2f} {s['infer']['mean']:7.2f} "
+                     f"{s['postprocess']['mean']:6.2f} {r['e2e_over_compute']:7.2f} {iou:>6}")
+    return "\n".join(lines)
+
+
+def write_csv(rows: list[dict], path: Path) -> None:
+    fields = ["model", "backend", "precision", "batch", "p50_ms", "p90_ms", "p99_ms", "mean_ms", "throughput_ips",
+              "preprocess_ms", "infer_ms", "postprocess_ms", "h2d_ms", "compute_ms", "d2h_ms", "e2e_over_compute",
+              "rss_mb", "iou_vs_fp32", "iou_vs_truth"]
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fields)
+        writer.writeheader()
+        for r in rows:
+            s = r["stages_ms"]
+            writer.writerow({
+                "model": r["model"], "backend": r["backend"], "precision": r["precision"], "batch": r["batch"],
+                **{f"{k}_ms": r["latency_ms"][k] for k in ("p50", "p90", "p99", "mean")},
+                "throughput_ips": r["throughput_ips"], "e2e_over_compute": r["e2e_over_compute"], "rss_mb": r["rss_mb"],
+                **{f"{k}_ms": s[k]["mean"] for k in ("preprocess", "infer", "postprocess", "h2d", "compute", "d2h") if k in s},
+                "iou_vs_fp32": r.get("iou_vs_fp32"), "iou_vs_truth": r.get("iou_vs_truth"),
+            })
+
+
+def write_chart(rows: list[dict], path: Path, title: str) -> None:
+    """Horizontal bars: p50 end-to-end latency per model and batch, whisker to p90."""
+    bar_h, left, width = 26, 260, 900
+    height = 50 + bar_h * len(rows) + 30
+    image = np.full((height, width, 3), 255, np.uint8)
+    cv2.putText(image, title[:110], (10, 22), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+    top = max(r["latency_ms"]["p90"] for r in rows) or 1.0
+    scale = (width - left - 90) / top
+    colours = {"fp32": (180, 120, 60), "fp16": (60, 160, 60), "int8": (40, 110, 230)}
+    for i, r in enumerate(rows):
+        y = 45 + i * bar_h
+        p50, p90 = r["latency_ms"]["p50"], r["latency_ms"]["p90"]
+        cv2.rectangle(image, (left, y), (left + int(p50 * scale), y + bar_h - 8), colours.get(r["precision"], (120, 120, 120)), -1)
+        cv2.line(image, (left + int(p50 * scale), y + (bar_h - 8) // 2), (left + int(p90 * scale), y + (bar_h - 8) // 2), (0, 0, 0), 1)
+        cv2.putText(image, f"{r['model']} b{r['batch']}", (8, y + 13), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+        cv2.putText(image, f"{p50:.2f} ms", (left + int(p90 * scale) + 6, y + 13), cv2.FONT_HERSHEY_SIMPLEX, 0.42, (0, 0, 0), 1, cv2.LINE_AA)
+    cv2.putText(image, "bar: p50 end-to-end latency (ms); line: to p90", (8, height - 10), cv2.FONT_HERSHEY_SIMPLEX, 0.42,
+                (80, 80, 80), 1, cv2.LINE_AA)
+    if not cv2.imwrite(str(path), image):
+        raise UserError(f"cannot write {path}")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m runtime.bench", description=__doc__)
+    p.add_argument("models", nargs="*", help=f"engines and ONNX files; default: those of {', '.join(CANDIDATES)} present")
+    p.add_argument("--batch-sizes", default="1,4", help="comma-separated")
+    p.add_argument("--iterations", type=int, default=50)
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads")
+    p.add_argument("--frame-size", default="640x480", help="WxH of the frames fed to preprocessing")
+    p.add_argument("--streaming", action="store_true", help="also measure pipeline / model-only / sequential FPS")
+    p.add_argument("--stream-frames", type=int, default=150)
+    p.add_argument("--accuracy", default=str(ARTIFACTS / "accuracy.json"))
+    p.add_argument("--out-dir", default=str(ARTIFACTS / "bench"))
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    try:
+        batches = [int(b) for b in args.batch_sizes.split(",")]
+        width, height = (int(v) for v in args.frame_size.lower().split("x"))
+    except ValueError:
+        raise UserError("--batch-sizes is like 1,4 and --frame-size like 640x480") from None
+    if min(batches) < 1 or args.iterations < 1:
+        raise UserError("batch sizes and --iterations must be >= 1")
+    paths = [Path(m) for m in args.models] or [ARTIFACTS / c for c in CANDIDATES if (ARTIFACTS / c).is_file()]
+    for path in paths:
+        if not path.is_file():
+            raise UserError(f"model {path} does not exist; run `make onnx`")
+    runners = open_models(paths, args.threads)
+    video = SaltVideo(height, width)
+    frames = [video.frame(i)[0] for i in range(max(batches) * 4)]
+    machine = machine_info()
+    print(f"machine: {machine['cpu']} ({machine['cores']} cores), GPU: {machine.get('gpu') or 'none'}, "
+          f"TensorRT: {machine.get('tensorrt') or 'none'}, ONNX Runtime: {machine.get('onnxruntime')}")
+    rows = []
+    try:
+        for batch in batches:
+            print(f"timing batch {batch}: {args.warmup} warm-up + {args.iterations} iterations per model, interleaved", flush=True)
+            rows += time_models(runners, frames, batch, args.iterations, args.warmup)
+        accuracy_columns(rows, Path(args.accuracy))
+        stream = streaming(runners[0][0], args.stream_frames, width, height) if args.streaming else None
+    finally:
+        for runner, _ in runners:
+            runner.close()
+    print(table(rows))
+    if stream:
+        print(f"\nstreaming {stream['size']} x {stream['frames']} frames with {stream['model']}: model-only "
+              f"{stream['model_only_fps']:.1f} FPS, pipeline {stream['pipeline_fps']:.1f} FPS "
+              f"({stream['pipeline_over_model_only']:.2f}x model-only), sequential loop {stream['sequential_fps']:.1f} FPS "
+              f"(pipeline {stream['pipeline_over_sequential']:.2f}x)")
+    out = Path(args.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "bench.json").write_text(json.dumps({"machine": machine, "frame_size": args.frame_size, "iterations": args.iterations,
+                                                "warmup": args.warmup, "threads": args.threads, "results": rows,
+                                                "streaming": stream, "measured_at": time.strftime("%Y-%m-%d %H:%M:%S")}, indent=1))
+    write_csv(rows, out / "bench.csv")
+    write_chart(rows, out / "bench.png", f"{machine['cpu']} / GPU {machine.get('gpu') or 'none'}")
+    print(f"wrote {out / 'bench.json'}, {out / 'bench.csv'}, {out / 'bench.png'}")
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_cli(main))

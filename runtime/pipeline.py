@@ -1,0 +1,273 @@
+"""The streaming pipeline: capture -> preprocess+infer -> postprocess+render -> write, each in
+its own thread with bounded queues, so decoding, drawing and encoding overlap inference.
+
+Files are processed losslessly (blocking queues). Live sources keep only the newest frame
+(a queue of one; the stale frame is dropped and counted). Ctrl-C, a closed window or an error
+anywhere stops capture, lets the frames in flight drain, and always closes the sink, so the
+output file is finalized and playable.
+"""
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from runtime.overlay import draw_hud, draw_mask
+from runtime.postprocess import DEFAULT_THRESHOLD, probabilities_to_mask
+from runtime.preprocess import preprocess
+from runtime.runners import Runner
+from runtime.sinks import FrameSink
+from runtime.sources import Frame, FrameSource
+
+STAGES = ("capture", "preprocess", "infer", "postprocess", "render", "write")
+_END = object()
+
+
+def percentiles(values: list[float]) -> dict[str, float]:
+    if not values:
+        return {}
+    p50, p90, p99 = np.percentile(values, [50, 90, 99])
+    return {"p50": round(float(p50), 3), "p90": round(float(p90), 3), "p99": round(float(p99), 3),
+            "mean": round(float(np.mean(values)), 3)}
+
+
+@dataclass
+class RunStats:
+    """Per-stage times (ms), frame counts and the IoU against ground truth when there is one."""
+
+    stage_ms: dict[str, list[float]] = field(default_factory=lambda: {s: [] for s in STAGES})
+    device_ms: dict[str, list[float]] = field(default_factory=dict)  # TensorRT h2d/compute/d2h
+    latency_ms: list[float] = field(default_factory=list)
+    frames_in: int = 0
+    frames_out: int = 0
+    dropped: int = 0
+    intersection: int = 0
+    union: int = 0
+    frame_ious: list[float] = field(default_factory=list)
+    started: float = field(default_factory=time.perf_counter)
+    finished: float | None = None
+
+    @property
+    def wall_s(self) -> float:
+        return (self.finished or time.perf_counter()) - self.started
+
+    @property
+    def fps(self) -> float:
+        return self.frames_out / self.wall_s if self.wall_s > 0 else 0.0
+
+    @property
+    def iou(self) -> float | None:
+        """Pooled over every frame with ground truth."""
+        if not self.frame_ious:
+            return None
+        return self.intersection / self.union if self.union else 1.0
+
+    def summary(self) -> dict:
+        return {
+            "frames_in": self.frames_in, "frames_out": self.frames_out, "dropped": self.dropped,
+            "wall_s": round(self.wall_s, 3), "fps": round(self.fps, 2),
+            "latency_ms": percentiles(self.latency_ms),
+            "stages_ms": {s: percentiles(v) for s, v in self.stage_ms.items() if v},
+            "device_ms": {s: percentiles(v) for s, v in self.device_ms.items() if v},
+            "iou": None if self.iou is None else round(self.iou, 4),
+            "mean_frame_iou": round(float(np.mean(self.frame_ious)), 4) if self.frame_ious else None,
+        }
+
+
+@dataclass
+class Inferred:
+    frame: Frame
+    probabilities: np.ndarray
+
+
+class FrameProcessor:
+    """The per-frame work, shared by the threaded pipeline and the sequential baseline."""
+
+    def __init__(self, runner: Runner, stats: RunStats, threshold: float = DEFAULT_THRESHOLD, hud: bool = True):
+        self.runner, self.stats, self.threshold, self.hud = runner, stats, threshold, hud
+        self._recent_fps: deque[float] = deque(maxlen=30)
+        self._label = f"{runner.backend} {runner.precision}"
+
+    def timed(self, stage: str, started: float) -> float:
+        now = time.perf_counter()
+        self.stats.stage_ms[stage].append((now - started) * 1e3)
+        return now
+
+    def infer(self, frame: Frame) -> Inferred:
+        t0 = time.perf_counter()
+        tensor = preprocess(frame.image, self.runner.spec)
+        t1 = self.timed("preprocess", t0)
+        probabilities = self.runner.infer(tensor)[0]
+        self.timed("infer", t1)
+        for stage, ms in self.runner.last_timings_ms.items():
+            self.stats.device_ms.setdefault(stage, []).append(ms)
+        return Inferred(frame, probabilities)
+
+    def render(self, item: Inferred) -> tuple[np.ndarray, Frame]:
+        t0 = time.perf_counter()
+        frame = item.frame
+        height, width = frame.image.shape[:2]
+        mask = probabilities_to_mask(item.probabilities, height, width, self.threshold)
+        frame_iou = None
+        if frame.truth is not None and frame.truth.shape == mask.shape:
+            inter = int(np.logical_and(mask, frame.truth).sum())
+            union = int(np.logical_or(mask, frame.truth).sum())
+            self.stats.intersection += inter
+            self.stats.union += union
+            frame_iou = inter / union if union else 1.0
+            self.stats.frame_ious.append(frame_iou)
+        t1 = self.timed("postprocess", t0)
+        image = draw_mask(frame.image, mask)
+        if self.hud:
+            draw_hud(image, self._hud_lines(frame_iou))
+        self.timed("render", t1)
+        return image, frame
+
+    def _hud_lines(self, frame_iou: float | None) -> list[str]:
+        now = time.perf_counter()
+        self._recent_fps.append(now)
+        fps = (len(self._recent_fps) - 1) / (now - self._recent_fps[0]) if len(self._recent_fps) > 1 else 0.0
+        stage = {s: v[-1] for s, v in self.stats.stage_ms.items() if v}
+        lines = [f"{self._label}  {fps:5.1f} FPS",
+                 "pre {:.1f}  infer {:.1f}  post {:.1f} ms".format(stage.get("preprocess", 0), stage.get("infer", 0),
+                                                                  stage.get("postprocess", 0))]
+        device = {s: v[-1] for s, v in self.stats.device_ms.items() if v}
+        if device:
+            lines.append("h2d {h2d:.2f}  gpu {compute:.2f}  d2h {d2h:.2f} ms".format(**device))
+        if frame_iou is not None:
+            lines.append(f"IoU {frame_iou:.3f}  (run {self.stats.iou:.3f})")
+        return lines
+
+    def write(self, sink: FrameSink, image: np.ndarray, frame: Frame) -> bool:
+        t0 = time.perf_counter()
+        keep_going = sink.write(image)
+        self.timed("write", t0)
+        self.stats.latency_ms.append((time.perf_counter() - frame.captured) * 1e3)
+        self.stats.frames_out += 1
+        return keep_going
+
+
+class Pipeline:
+    def __init__(self, source: FrameSource, runner: Runner, sink: FrameSink, threshold: float = DEFAULT_THRESHOLD,
+                 max_frames: int | None = None, queue_size: int = 4, hud: bool = True):
+        self.source, self.sink, self.max_frames = source, sink, max_frames
+        self.stats = RunStats()
+        self.processor = FrameProcessor(runner, self.stats, threshold, hud)
+        # A live source keeps one frame in hand: the newest wins, stale ones are dropped.
+        self._frames: queue.Queue = queue.Queue(maxsize=1 if source.live else queue_size)
+        self._inferred: queue.Queue = queue.Queue(maxsize=queue_size)
+        self._rendered: queue.Queue = queue.Queue(maxsize=queue_size)
+        self._stop = threading.Event()
+        self._error: BaseException | None = None
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _fail(self, exc: BaseException) -> None:
+        if self._error is None:
+            self._error = exc
+        self._stop.set()
+
+    def _capture(self) -> None:
+        try:
+            while not self._stop.is_set() and (self.max_frames is None or self.stats.frames_in < self.max_frames):
+                t0 = time.perf_counter()
+                frame = self.source.read()
+                if frame is None:
+                    break
+                self.processor.timed("capture", t0)
+                self.stats.frames_in += 1
+                if self.source.live:
+                    self._offer_newest(frame)
+                else:
+                    self._put(self._frames, frame)
+        except BaseException as exc:
+            self._fail(exc)
+        finally:
+            self._frames.put(_END)
+
+    def _offer_newest(self, frame: Frame) -> None:
+        try:
+            self._frames.put_nowait(frame)
+        except queue.Full:
+            try:
+                self._frames.get_nowait()
+                self.stats.dropped += 1
+            except queue.Empty:
+                pass
+            self._frames.put(frame)
+
+    def _put(self, target: queue.Queue, item) -> None:
+        """Blocking put that gives up when the run is stopping (downstream then drains anyway)."""
+        while not self._stop.is_set():
+            try:
+                target.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def _stage(self, source: queue.Queue, target: queue.Queue, work) -> None:
+        """Consume until the end marker; after a failure keep draining so nobody blocks."""
+        try:
+            while (item := source.get()) is not _END:
+                if self._error is None:
+                    try:
+                        target.put(work(item))
+                    except BaseException as exc:
+                        self._fail(exc)
+        finally:
+            target.put(_END)
+
+    def run(self) -> RunStats:
+        """Run to the end of the source (or Ctrl-C / a closed window); the sink is closed either way."""
+        threads = [
+            threading.Thread(target=self._capture, name="capture", daemon=True),
+            threading.Thread(target=self._stage, args=(self._frames, self._inferred, self.processor.infer), name="infer", daemon=True),
+            threading.Thread(target=self._stage, args=(self._inferred, self._rendered, self.processor.render), name="render", daemon=True),
+        ]
+        for thread in threads:
+            thread.start()
+        try:
+            # The sink runs here, in the main thread: GUI toolkits and Ctrl-C both want it.
+            while (item := self._rendered.get()) is not _END:
+                if self._error is None and not self.processor.write(self.sink, *item):
+                    self.stop()  # window closed: stop capturing, let the rest drain
+        except KeyboardInterrupt:
+            self.stop()
+            while self._rendered.get() is not _END:
+                pass
+        finally:
+            self.stop()
+            for thread in threads:
+                thread.join(timeout=10)
+            self.sink.close()
+            self.stats.finished = time.perf_counter()
+        if self._error is not None:
+            raise self._error
+        return self.stats
+
+
+def run_sequential(source: FrameSource, runner: Runner, sink: FrameSink, threshold: float = DEFAULT_THRESHOLD,
+                   max_frames: int | None = None, hud: bool = True) -> RunStats:
+    """The baseline the pipeline must beat: read -> infer -> draw -> write, one frame at a time."""
+    stats = RunStats()
+    processor = FrameProcessor(runner, stats, threshold, hud)
+    try:
+        while max_frames is None or stats.frames_in < max_frames:
+            t0 = time.perf_counter()
+            frame = source.read()
+            if frame is None:
+                break
+            processor.timed("capture", t0)
+            stats.frames_in += 1
+            image, frame = processor.render(processor.infer(frame))
+            if not processor.write(sink, image, frame):
+                break
+    finally:
+        sink.close()
+        stats.finished = time.perf_counter()
+    return stats

@@ -1,0 +1,191 @@
+"""Frame sources chosen by URI: video file, camera, CSI camera, RTSP/HTTP stream, GStreamer
+pipeline, image folder or glob, and the synthetic salt video with ground truth.
+
+Each source is a context manager; `read()` returns the next Frame, or None at the end.
+Live sources (cameras, streams) are marked `live`: the pipeline then drops stale frames.
+"""
+from __future__ import annotations
+
+import glob as globlib
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import parse_qs, urlparse
+
+import cv2
+import numpy as np
+
+from runtime.datasets import IMAGE_SUFFIXES, read_image
+from runtime.errors import UserError
+from runtime.synthetic import SaltVideo, load_video_masks
+
+SUPPORTED = ("a video file", "an image folder or glob", "a camera index or /dev/videoN", "csi://N", "rtsp://...",
+             "http(s)://...", "a GStreamer pipeline (with '!')", "synthetic://[?frames=N&width=W&height=H&fps=F&seed=S]")
+
+
+@dataclass
+class Frame:
+    index: int
+    image: np.ndarray  # uint8 BGR or gray, as decoded
+    truth: np.ndarray | None = None  # {0,1} mask at the frame's size, when the source has ground truth
+    captured: float = 0.0  # time.perf_counter() when read
+
+
+class FrameSource:
+    live = False
+    description = "?"
+    fps: float | None = None
+
+    def read(self) -> Frame | None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class SyntheticSource(FrameSource):
+    def __init__(self, frames: int = 300, width: int = 640, height: int = 480, fps: float = 30.0, seed: int = 0):
+        if frames < 1 or width < 16 or height < 16:
+            raise UserError("synthetic:// needs frames >= 1 and a size of at least 16x16")
+        self._video = SaltVideo(height, width, fps, seed)
+        self._frames, self._index = frames, 0
+        self.fps = fps
+        self.description = f"synthetic salt video {width}x{height} @ {fps:g} fps, {frames} frames, seed {seed}"
+
+    def read(self) -> Frame | None:
+        if self._index >= self._frames:
+            return None
+        image, mask = self._video.frame(self._index)
+        self._index += 1
+        return Frame(self._index - 1, image, mask, time.perf_counter())
+
+
+class ImageFolderSource(FrameSource):
+    def __init__(self, paths: list[Path], description: str):
+        if not paths:
+            raise UserError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {description}")
+        self._paths, self._index = paths, 0
+        self.description = f"{len(paths)} images from {description}"
+
+    def read(self) -> Frame | None:
+        if self._index >= len(self._paths):
+            return None
+        path = self._paths[self._index]
+        self._index += 1
+        return Frame(self._index - 1, read_image(path), None, time.perf_counter())
+
+
+class CaptureSource(FrameSource):
+    """OpenCV VideoCapture: files losslessly; live sources with reconnects when they drop."""
+
+    def __init__(self, target, description: str, live: bool, api: int = cv2.CAP_ANY, truth_path: Path | None = None,
+                 reconnects: int = 3):
+        self._target, self._api, self.live, self.description = target, api, live, description
+        self._reconnects = reconnects
+        self._capture = self._open()
+        self.fps = self._capture.get(cv2.CAP_PROP_FPS) or None
+        self._index = 0
+        self._truth = load_video_masks(str(truth_path)) if truth_path else None
+        if not live and int(self._capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0) <= 0:
+            first = self._capture.read()[0]
+            self._capture.release()
+            if not first:
+                raise UserError(f"{description} has no frames: empty or corrupt video")
+            self._capture = self._open()
+
+    def _open(self):
+        capture = cv2.VideoCapture(self._target, self._api)
+        if not capture.isOpened():
+            capture.release()
+            raise UserError(f"OpenCV cannot open {self.description}: missing, corrupt, or a codec/backend this build lacks")
+        return capture
+
+    def read(self) -> Frame | None:
+        ok, image = self._capture.read()
+        attempts = 0
+        while not ok and self.live and attempts < self._reconnects:
+            attempts += 1  # a camera or stream that drops: reopen, with a growing pause
+            time.sleep(0.5 * attempts)
+            self._capture.release()
+            try:
+                self._capture = self._open()
+            except UserError:
+                continue
+            ok, image = self._capture.read()
+        if not ok:
+            if self.live:
+                raise UserError(f"{self.description} stopped delivering frames after {self._reconnects} reconnects; "
+                                "check the cable, the URL or the camera's power")
+            return None
+        truth = None
+        if self._truth is not None and self._index < len(self._truth):
+            truth = self._truth[self._index]
+        self._index += 1
+        return Frame(self._index - 1, image, truth, time.perf_counter())
+
+    def close(self) -> None:
+        self._capture.release()
+
+
+def opencv_has_gstreamer() -> bool:
+    info = cv2.getBuildInformation()
+    match = re.search(r"GStreamer:\s*(\w+)", info)
+    return bool(match and match.group(1).upper() == "YES")
+
+
+def require_gstreamer(what: str) -> None:
+    if not opencv_has_gstreamer():
+        raise UserError(f"{what} needs OpenCV built with GStreamer, and this one is not (PyPI's opencv-python wheels "
+                        "never are); on Jetson use JetPack's OpenCV (`sudo apt install python3-opencv`, venv with "
+                        "--system-site-packages)")
+
+
+def csi_pipeline(sensor: int, width: int = 1280, height: int = 720, fps: int = 30) -> str:
+    return (f"nvarguscamerasrc sensor-id={sensor} ! video/x-raw(memory:NVMM), width={width}, height={height}, "
+            f"framerate={fps}/1 ! nvvidconv ! video/x-raw, format=BGRx ! videoconvert ! video/x-raw, format=BGR ! "
+            "appsink drop=true max-buffers=1")
+
+
+def open_source(uri: str) -> FrameSource:
+    uri = str(uri).strip()
+    if uri.startswith("synthetic://"):
+        query = {k: v[-1] for k, v in parse_qs(urlparse(uri).query).items()}
+        try:
+            return SyntheticSource(int(query.get("frames", 300)), int(query.get("width", 640)), int(query.get("height", 480)),
+                                   float(query.get("fps", 30)), int(query.get("seed", 0)))
+        except ValueError:
+            raise UserError(f"cannot read {uri}: use synthetic://?frames=300&width=640&height=480&fps=30&seed=0") from None
+    if uri.startswith("csi://"):
+        sensor = uri[len("csi://"):] or "0"
+        if not sensor.isdigit():
+            raise UserError(f"{uri}: the CSI sensor id must be a number, e.g. csi://0")
+        require_gstreamer(uri)
+        return CaptureSource(csi_pipeline(int(sensor)), f"CSI camera {sensor}", live=True, api=cv2.CAP_GSTREAMER)
+    if "!" in uri:
+        require_gstreamer("a GStreamer pipeline")
+        return CaptureSource(uri, "GStreamer pipeline", live=True, api=cv2.CAP_GSTREAMER)
+    if re.match(r"^(rtsp|rtsps|rtmp|http|https|udp|tcp)://", uri):
+        return CaptureSource(uri, f"stream {uri}", live=True, api=cv2.CAP_FFMPEG)
+    if uri.isdigit() or re.match(r"^/dev/video\d+$", uri):
+        target = int(uri) if uri.isdigit() else uri
+        return CaptureSource(target, f"camera {uri}", live=True, api=cv2.CAP_V4L2 if uri.startswith("/dev/") else cv2.CAP_ANY)
+    if re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", uri):
+        raise UserError(f"unknown source scheme in {uri!r}; use one of: {'; '.join(SUPPORTED)}")
+    path = Path(uri)
+    if any(ch in uri for ch in "*?["):
+        paths = sorted(Path(p) for p in globlib.glob(uri) if Path(p).suffix.lower() in IMAGE_SUFFIXES)
+        return ImageFolderSource(paths, f"glob {uri}")
+    if path.is_dir():
+        return ImageFolderSource(sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES), f"folder {path}")
+    if path.is_file():
+        masks = Path(str(path) + ".masks.npz")
+        return CaptureSource(str(path), f"video {path}", live=False, api=cv2.CAP_FFMPEG,
+                             truth_path=masks if masks.is_file() else None)
+    raise UserError(f"source {uri!r} does not exist; use one of: {'; '.join(SUPPORTED)}")
