@@ -37,7 +37,8 @@ $(STAMP): requirements-runtime.txt requirements-build.txt requirements-dev.txt
 	touch $@
 
 model: $(MODEL)
-$(MODEL): $(STAMP)
+# The venv is order-only: updating it must not retrain the model.
+$(MODEL): | $(STAMP)
 	$(PY) -m build_engine train --out $@
 
 $(FP32): $(MODEL)
@@ -50,6 +51,17 @@ $(INT8): $(FP32)
 	$(PY) -m calibration quantize --fp32 $< --out $@
 
 onnx: $(FP32) $(FP16) $(INT8)
+
+demo: $(FP32) $(FP16) $(INT8)
+	$(PY) -m runtime.demo --source synthetic:// --output $(ARTIFACTS)/demo.mp4 --summary-json $(ARTIFACTS)/demo.json
+
+bench: $(FP32) $(FP16) $(INT8)
+	$(PY) -m runtime.bench --streaming
+
+# On the device: TensorRT and pycuda required (the command says what to install otherwise).
+engine: $(FP32) $(FP16) $(INT8)
+	$(PY) -m build_engine engine --onnx $(FP32) --precision fp16
+	$(PY) -m build_engine engine --onnx $(FP32) --precision int8
 
 accuracy: $(FP32) $(FP16) $(INT8)
 	$(PY) -m calibration evaluate $(FP32) $(FP16) $(INT8) --compare-methods

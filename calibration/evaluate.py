@@ -135,6 +135,7 @@ def table(results: list[ModelResult]) -> str:
 
 def _tile(image: np.ndarray, size: int, label: str) -> np.ndarray:
     tile = cv2.resize(image if image.ndim == 3 else cv2.cvtColor(image, cv2.COLOR_GRAY2BGR), (size, size), interpolation=cv2.INTER_NEAREST)
+    cv2.rectangle(tile, (0, 0), (min(size - 1, 6 + 6 * len(label)), 16), (40, 40, 40), -1)  # readable on white masks
     cv2.putText(tile, label, (3, 12), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (0, 255, 255), 1, cv2.LINE_AA)
     return tile
 

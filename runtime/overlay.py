@@ -21,7 +21,8 @@ def draw_mask(image: np.ndarray, mask: np.ndarray, alpha: float = 0.45) -> np.nd
     out = as_bgr(image)
     region = mask.astype(bool)
     if region.any():
-        out[region] = (out[region] * (1 - alpha) + MASK_COLOUR * alpha).astype(np.uint8)
+        tinted = cv2.addWeighted(out, 1 - alpha, np.broadcast_to(MASK_COLOUR, out.shape).astype(np.uint8), alpha, 0)
+        np.copyto(out, tinted, where=region[..., None])
         contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
         cv2.drawContours(out, contours, -1, CONTOUR_COLOUR, max(1, out.shape[0] // 320), cv2.LINE_AA)
     return out
@@ -29,10 +30,10 @@ def draw_mask(image: np.ndarray, mask: np.ndarray, alpha: float = 0.45) -> np.nd
 
 def draw_hud(image: np.ndarray, lines: list[str]) -> None:
     """White text on a dark band, top left, in place."""
-    scale = max(0.4, image.shape[0] / 960)
-    height = int(22 * scale) + 2
-    width = int(max((len(line) for line in lines), default=0) * 9.5 * scale) + 10
+    font = max(0.45, image.shape[0] / 1000)
+    height = int(28 * font) + 4
+    width = min(image.shape[1], int(max((len(line) for line in lines), default=0) * 19 * font) + 10)
     band = image[: height * len(lines) + 6, :width]
     band[:] = (band * 0.35).astype(np.uint8)
     for i, line in enumerate(lines):
-        cv2.putText(image, line, (5, height * (i + 1)), cv2.FONT_HERSHEY_SIMPLEX, 0.55 * scale, (255, 255, 255), 1, cv2.LINE_AA)
+        cv2.putText(image, line, (5, height * (i + 1)), cv2.FONT_HERSHEY_SIMPLEX, font, (255, 255, 255), 1, cv2.LINE_AA)

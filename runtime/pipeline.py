@@ -3,8 +3,8 @@ its own thread with bounded queues, so decoding, drawing and encoding overlap in
 
 Files are processed losslessly (blocking queues). Live sources keep only the newest frame
 (a queue of one; the stale frame is dropped and counted). Ctrl-C, a closed window or an error
-anywhere stops capture, lets the frames in flight drain, and always closes the sink, so the
-output file is finalized and playable.
+anywhere stops capture; frames already in flight are still written, the sink is always closed,
+so the output file is finalized and playable, and the error is raised after that.
 """
 from __future__ import annotations
 
@@ -153,7 +153,7 @@ class FrameProcessor:
 
 class Pipeline:
     def __init__(self, source: FrameSource, runner: Runner, sink: FrameSink, threshold: float = DEFAULT_THRESHOLD,
-                 max_frames: int | None = None, queue_size: int = 4, hud: bool = True):
+                 max_frames: int | None = None, queue_size: int = 2, hud: bool = True):
         self.source, self.sink, self.max_frames = source, sink, max_frames
         self.stats = RunStats()
         self.processor = FrameProcessor(runner, self.stats, threshold, hud)
@@ -211,13 +211,16 @@ class Pipeline:
                 continue
 
     def _stage(self, source: queue.Queue, target: queue.Queue, work) -> None:
-        """Consume until the end marker; after a failure keep draining so nobody blocks."""
+        """Consume until the end marker. Frames already in flight still go through after an error
+        elsewhere (no lost output); a stage that fails itself only drains, so nobody blocks."""
+        failed = False
         try:
             while (item := source.get()) is not _END:
-                if self._error is None:
+                if not failed:
                     try:
                         target.put(work(item))
                     except BaseException as exc:
+                        failed = True
                         self._fail(exc)
         finally:
             target.put(_END)
@@ -233,9 +236,16 @@ class Pipeline:
             thread.start()
         try:
             # The sink runs here, in the main thread: GUI toolkits and Ctrl-C both want it.
+            sink_failed = False
             while (item := self._rendered.get()) is not _END:
-                if self._error is None and not self.processor.write(self.sink, *item):
-                    self.stop()  # window closed: stop capturing, let the rest drain
+                if sink_failed:
+                    continue
+                try:
+                    if not self.processor.write(self.sink, *item):
+                        self.stop()  # window closed: stop capturing, let the rest drain
+                except Exception as exc:
+                    sink_failed = True
+                    self._fail(exc)
         except KeyboardInterrupt:
             self.stop()
             while self._rendered.get() is not _END:
