@@ -48,7 +48,7 @@ $(FP16): $(FP32)
 	$(PY) -m calibration fp16 --fp32 $< --out $@
 
 $(INT8): $(FP32)
-	$(PY) -m calibration quantize --fp32 $< --out $@
+	$(PY) -m calibration quantize --fp32 $< --out $@ --fp32-fallback
 
 onnx: $(FP32) $(FP16) $(INT8)
 

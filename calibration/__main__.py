@@ -32,21 +32,38 @@ def cmd_fp16(args) -> None:
     print(f"wrote {out} (FP16 weights and activations, float32 input/output, Sigmoid in FP32)")
 
 
-def quantize_one(fp32: Path, out: Path, method: str, percentile: float, frames: FrameSet | None, spec, reuse: bool) -> dict:
+def quantize_one(fp32: Path, out: Path, method: str, percentile: float, frames: FrameSet | None, spec, reuse: bool,
+                 fallback_target: float | None = None, max_fp32_layers: int = 3) -> dict:
+    """Calibrate (or reuse the saved ranges), optionally keep the most sensitive layers in FP32, write the model."""
     from calibration.qdq import quantize_int8
 
     started = time.time()
     if reuse:
         record = load_record(record_path(out))
-        quantize_int8(fp32, out, None, method, ranges_path(out), percentile)
+        tensors = None
+        fp32_layers = tuple(record.get("fp32_fallback", {}).get("layers", []))
     else:
         assert frames is not None
         check_calibration_set(frames)
         record = frames.record(spec)
-        quantize_int8(fp32, out, frames.tensors(spec), method, ranges_path(out), percentile,
-                      metadata={"unet.calibration_sha256": record["tensor_sha256"]})
+        tensors = frames.tensors(spec)
+        fp32_layers = ()
         record.update({"method": method, "percentile": percentile if method == "percentile" else None,
                        "fp32_model": str(fp32), "ranges": str(ranges_path(out))})
+    metadata = {"unet.calibration_sha256": record["tensor_sha256"]}
+    quantize_int8(fp32, out, tensors, method, ranges_path(out), percentile, exclude_nodes=fp32_layers, metadata=metadata)
+    if fallback_target is not None and tensors is not None:
+        from calibration.sensitivity import choose_fp32_layers
+
+        fallback = choose_fp32_layers(fp32, ranges_path(out), method, tensors, fallback_target, max_fp32_layers)
+        record["fp32_fallback"] = fallback
+        fp32_layers = tuple(fallback["layers"])
+        if fp32_layers:
+            quantize_int8(fp32, out, None, method, ranges_path(out), percentile, exclude_nodes=fp32_layers,
+                          metadata={**metadata, "unet.fp32_layers": ",".join(fp32_layers)})
+        print(f"FP32 fallback: IoU vs FP32 on {fallback['frames']} calibration frames {fallback['baseline']:.4f} -> "
+              f"{fallback['final']:.4f} keeping {len(fp32_layers)} of 23 layers in FP32 {list(fp32_layers)}")
+    if not reuse:
         save_record(record, record_path(out))
     print(f"wrote {out} (INT8 Q/DQ, {method}, {record['count']} calibration frames, {time.time() - started:.0f} s); "
           f"ranges in {ranges_path(out)}, calibration record in {record_path(out)}")
@@ -58,7 +75,8 @@ def cmd_quantize(args) -> None:
     with OnnxRunner(fp32) as runner:
         spec = runner.spec
     frames = None if args.reuse_ranges else frames_from(args.source, args.count, "calib", spec, args.seed, args.every)
-    quantize_one(fp32, out, args.method, args.percentile, frames, spec, args.reuse_ranges)
+    target = args.fallback_target if args.fp32_fallback else None
+    quantize_one(fp32, out, args.method, args.percentile, frames, spec, args.reuse_ranges, target, args.max_fp32_layers)
 
 
 def cmd_evaluate(args) -> None:
@@ -139,6 +157,10 @@ def parser() -> argparse.ArgumentParser:
     q.add_argument("--method", default=DEFAULT_METHOD, choices=METHODS)
     q.add_argument("--percentile", type=float, default=DEFAULT_PERCENTILE, help="for --method percentile")
     q.add_argument("--reuse-ranges", action="store_true", help="re-quantize from the saved ranges, no recalibration")
+    q.add_argument("--fp32-fallback", action="store_true",
+                   help="keep the most accuracy-sensitive Conv layers in FP32 until --fallback-target is met")
+    q.add_argument("--fallback-target", type=float, default=0.985, help="IoU vs FP32 on calibration frames")
+    q.add_argument("--max-fp32-layers", type=int, default=3)
     add_source(q)
     q.set_defaults(func=cmd_quantize)
 

@@ -32,9 +32,9 @@ DEFAULT_PERCENTILE = 99.99
 QUANTIZED_OPS = ["Conv", "ConvTranspose"]
 
 
-def _progress(label: str, before: int, done: int, total: int, started: float) -> None:
+def progress(label: str, before: int, done: int, total: int, started: float, unit: str = "frames") -> None:
     """A live counter on a terminal; a line at each quarter in a log file."""
-    message = f"{label}: {done}/{total} frames ({time.time() - started:.0f} s)"
+    message = f"{label}: {done}/{total} {unit} ({time.time() - started:.0f} s)"
     if sys.stderr.isatty():
         print("\r" + message, end="\n" if done >= total else "", file=sys.stderr, flush=True)
     elif done * 4 // total != before * 4 // total:
@@ -58,7 +58,7 @@ class FrameBatchReader:
                     return None
                 batch = tensors[inner.position : inner.position + batch_size]
                 inner.position += len(batch)
-                _progress(label, inner.position - len(batch), inner.position, len(tensors), inner.started)
+                progress(label, inner.position - len(batch), inner.position, len(tensors), inner.started)
                 return {input_name: batch}
 
             def rewind(inner):

@@ -172,3 +172,25 @@ def test_quantize_errors(tmp_path):
         quantize_int8(tmp_path / "none.onnx", tmp_path / "x.onnx", None)
     with pytest.raises(UserError, match="make onnx"):
         convert_fp16(tmp_path / "none.onnx", tmp_path / "x.onnx")
+
+
+def test_fp32_fallback_keeps_the_most_sensitive_layers_unquantized(precision_models, tmp_path):
+    from calibration.sensitivity import choose_fp32_layers
+
+    calib = precision_models["calib"].tensors(SPEC)
+    result = choose_fp32_layers(precision_models["fp32"], precision_models["ranges"], "entropy", calib,
+                                target=1.01, max_layers=2)  # unreachable target: spend the whole budget
+    assert len(result["ranking"]) == 23 and len(result["layers"]) == 2
+    scores = [r["iou_vs_fp32_if_fp32"] for r in result["ranking"]]
+    assert scores == sorted(scores, reverse=True)
+    assert result["layers"] == [r["layer"] for r in result["ranking"][:2]]
+    out = quantize_int8(precision_models["fp32"], tmp_path / "fb.onnx", None, "entropy", precision_models["ranges"],
+                        exclude_nodes=tuple(result["layers"]))
+    model = onnx.load(out)
+    producers, _ = graph_index(model)
+    for node in model.graph.node:
+        if node.op_type in ("Conv", "ConvTranspose"):
+            quantized = producers[node.input[1]].op_type == "DequantizeLinear" if node.input[1] in producers else False
+            assert quantized == (node.name not in result["layers"]), node.name
+    reached = choose_fp32_layers(precision_models["fp32"], precision_models["ranges"], "entropy", calib, target=0.0)
+    assert reached["layers"] == [] and reached["ranking"] == []  # already at target: nothing kept in FP32
