@@ -26,7 +26,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         raise UserError(f"data folder {args.data} does not exist (expected images/ and masks/ inside)")
     cfg = TrainConfig(
         size=args.size, channels=args.channels, start_neurons=args.start_neurons, train_count=args.train_count,
-        val_count=args.val_count, epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
+        val_count=args.val_count, epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr, lr_decay=args.lr_decay,
         patience=args.patience, max_minutes=args.max_minutes, seed=args.seed, data=args.data,
     )
     train(cfg, args.out)
@@ -58,11 +58,12 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--size", type=int, default=128, help="input height and width, a multiple of 16")
     t.add_argument("--channels", type=int, default=1, choices=(1, 3))
     t.add_argument("--start-neurons", type=int, default=16)
-    t.add_argument("--train-count", type=int, default=800, help="synthetic training images")
+    t.add_argument("--train-count", type=int, default=800, help="synthetic training images per epoch (new ones every epoch)")
     t.add_argument("--val-count", type=int, default=200, help="synthetic validation images")
     t.add_argument("--epochs", type=int, default=40)
     t.add_argument("--batch-size", type=int, default=16)
     t.add_argument("--lr", type=float, default=3e-3)
+    t.add_argument("--lr-decay", type=float, default=0.7, help="learning rate factor per epoch")
     t.add_argument("--patience", type=int, default=4, help="early stopping on validation IoU")
     t.add_argument("--max-minutes", type=float, default=4.5, help="stop after the epoch that passes this")
     t.add_argument("--seed", type=int, default=0)

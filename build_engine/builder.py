@@ -136,9 +136,14 @@ def load_timing_cache(config: "trt.IBuilderConfig", path: Path | None) -> bool:
 
 
 def save_timing_cache(config: "trt.IBuilderConfig", path: Path | None) -> None:
-    if path is not None:
+    if path is None:
+        return
+    try:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(memoryview(config.get_timing_cache().serialize()))
+    except OSError as exc:  # a cache that cannot be saved costs the next build time, not this one
+        print(f"warning: timing cache not saved to {path} ({exc.strerror}); the next build will re-time every layer",
+              file=sys.stderr)
 
 
 def configure(builder: "trt.Builder", config: "trt.IBuilderConfig", plan: BuildPlan, options: BuildOptions) -> None:
@@ -195,34 +200,22 @@ def build(onnx_path: str | Path, engine_path: str | Path, options: BuildOptions)
     print(f"building {engine_path.name}: {plan.how}; parsing {source}", flush=True)
     started = time.time()
     gpu = CudaContext()
-    with gpu:
-        logger = trt.Logger(trt.Logger.WARNING)
-        trt.init_libnvinfer_plugins(logger, "")
-        builder = trt.Builder(logger)
-        network = builder.create_network(network_flags(plan))
-        parse_onnx(network, logger, source)
-        config = builder.create_builder_config()
-        configure(builder, config, plan, options)
-        profile = add_profile(builder, network, config, options)
-        cache_reused = load_timing_cache(config, options.timing_cache)
-        calibration = None
-        if plan.legacy_calibrator:
-            from calibration.trt_calibrator import attach_entropy_calibrator
-
-            calibration = attach_entropy_calibrator(config, profile["profile"], source, options)
-        serialized = builder.build_serialized_network(network, config)
-        if serialized is None:
-            raise UserError(f"TensorRT failed to build {engine_path.name} (its log above says why)")
-        save_timing_cache(config, options.timing_cache)
+    try:
+        with gpu:
+            serialized, io, profile, calibration, cache_reused = _build_in_context(plan, source, options)
+        gpu_name, gpu_cc = gpu.name, gpu.compute_capability
+    finally:
+        gpu.release()
+    try:
         engine_path.parent.mkdir(parents=True, exist_ok=True)
         engine_path.write_bytes(memoryview(serialized))
-        io = describe_io(serialized, logger)
-    gpu.release()
+    except OSError as exc:
+        raise UserError(f"cannot write {engine_path} ({exc.strerror}); choose a writable --out") from exc
     manifest = {
         "engine": engine_path.name,
         "tensorrt": {"version": trt.__version__, "version_compatible": options.version_compatible,
                      "hardware_compatible": False},
-        "gpu": {"name": gpu.name, "compute_capability": gpu.compute_capability},
+        "gpu": {"name": gpu_name, "compute_capability": gpu_cc},
         "host": {"machine": platform.machine(), "python": platform.python_version()},
         "precision": options.precision,
         "precision_how": plan.how,
@@ -239,6 +232,31 @@ def build(onnx_path: str | Path, engine_path: str | Path, options: BuildOptions)
     write_manifest(engine_path, manifest)
     print(f"wrote {engine_path} ({engine_path.stat().st_size / 1e6:.1f} MB) and its manifest in {manifest['build_seconds']} s")
     return manifest
+
+
+def _build_in_context(plan: BuildPlan, source: Path, options: BuildOptions):
+    """Parse, configure and build with the CUDA context current; returns the plan and its facts."""
+    import tensorrt as trt
+
+    logger = trt.Logger(trt.Logger.WARNING)
+    trt.init_libnvinfer_plugins(logger, "")
+    builder = trt.Builder(logger)
+    network = builder.create_network(network_flags(plan))
+    parse_onnx(network, logger, source)
+    config = builder.create_builder_config()
+    configure(builder, config, plan, options)
+    profile = add_profile(builder, network, config, options)
+    cache_reused = load_timing_cache(config, options.timing_cache)
+    calibration = None
+    if plan.legacy_calibrator:
+        from calibration.trt_calibrator import attach_entropy_calibrator
+
+        calibration = attach_entropy_calibrator(config, profile["profile"], source, options)
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise UserError("TensorRT failed to build the engine (its log above says why)")
+    save_timing_cache(config, options.timing_cache)
+    return serialized, describe_io(serialized, logger), profile, calibration, cache_reused
 
 
 def describe_io(serialized: "trt.IHostMemory", logger: "trt.ILogger") -> list[dict]:

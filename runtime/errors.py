@@ -9,6 +9,19 @@ class UserError(Exception):
     """A problem with the user's input or set-up; the message says what to do."""
 
 
+class Closeable:
+    """A resource owner: `with obj:` calls `close()` on the way out; close() must be idempotent."""
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
 def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> int:
     """Run `main`, turning a UserError (or Ctrl-C) into one line and exit code 2 (130).
 

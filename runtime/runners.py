@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.errors import UserError
+from runtime.errors import Closeable, UserError
 from runtime.preprocess import InputSpec
 
 # Keys written into ONNX metadata_props (and the engine manifest) by the export tools.
@@ -17,7 +17,7 @@ META_PRECISION, META_START_NEURONS = "unet.precision", "unet.start_neurons"
 ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
 
 
-class Runner(ABC):
+class Runner(Closeable, ABC):
     """A batch of preprocessed frames in (float32 N,C,H,W), probabilities out (float32 N,1,H,W).
 
     Use as a context manager: resources (sessions, CUDA buffers) are released on exit.
@@ -37,9 +37,6 @@ class Runner(ABC):
     @abstractmethod
     def infer(self, batch: np.ndarray) -> np.ndarray: ...
 
-    def close(self) -> None:
-        """Release what the runner holds; calling it twice is harmless."""
-
     def describe(self) -> str:
         return f"{self.backend} {self.precision} {self.spec.height}x{self.spec.width}x{self.spec.channels} ({self.path.name})"
 
@@ -48,12 +45,6 @@ class Runner(ABC):
         if batch.ndim != 4 or tuple(batch.shape[1:]) != expected:
             raise UserError(f"{self.path.name} expects batches of shape (N, {', '.join(map(str, expected))}), got {batch.shape}; preprocess frames with runtime.preprocess")
         return np.ascontiguousarray(batch, dtype=np.float32)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
 
 def default_threads() -> int:

@@ -7,24 +7,15 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from runtime.errors import UserError
+from runtime.errors import Closeable, UserError
 
 
-class FrameSink:
+class FrameSink(Closeable):
     description = "none (headless)"
 
     def write(self, image: np.ndarray) -> bool:
         """Show/store one frame; False asks the pipeline to stop (e.g. the window was closed)."""
         return True
-
-    def close(self) -> None:
-        pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
 
 class VideoFileSink(FrameSink):

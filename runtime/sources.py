@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 
 from runtime.datasets import IMAGE_SUFFIXES, read_image
-from runtime.errors import UserError
+from runtime.errors import Closeable, UserError
 from runtime.synthetic import SaltVideo, load_video_masks
 
 SUPPORTED = ("a video file", "an image folder or glob", "a camera index or /dev/videoN", "csi://N", "rtsp://...",
@@ -32,22 +32,13 @@ class Frame:
     captured: float = 0.0  # time.perf_counter() when read
 
 
-class FrameSource:
+class FrameSource(Closeable):
     live = False
     description = "?"
     fps: float | None = None
 
     def read(self) -> Frame | None:
         raise NotImplementedError
-
-    def close(self) -> None:
-        pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
 
 class SyntheticSource(FrameSource):
