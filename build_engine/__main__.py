@@ -61,7 +61,7 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--train-count", type=int, default=800, help="synthetic training images per epoch (new ones every epoch)")
     t.add_argument("--val-count", type=int, default=200, help="synthetic validation images")
     t.add_argument("--epochs", type=int, default=40)
-    t.add_argument("--batch-size", type=int, default=16)
+    t.add_argument("--batch-size", type=int, default=8)
     t.add_argument("--lr", type=float, default=3e-3)
     t.add_argument("--lr-decay", type=float, default=0.7, help="learning rate factor per epoch")
     t.add_argument("--patience", type=int, default=4, help="early stopping on validation IoU")

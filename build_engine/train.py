@@ -23,7 +23,7 @@ class TrainConfig:
     train_count: int = 800
     val_count: int = 200
     epochs: int = 40
-    batch_size: int = 16
+    batch_size: int = 8
     learning_rate: float = 3e-3
     lr_decay: float = 0.7  # per epoch
     patience: int = 4
