@@ -10,7 +10,7 @@ import argparse
 import platform
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -57,7 +57,6 @@ class BuildOptions:
     timing_cache: Path | None = None
     dla_core: int | None = None
     version_compatible: bool = False
-    extra: dict = field(default_factory=dict)
 
 
 def make_progress_monitor() -> "trt.IProgressMonitor":

@@ -41,17 +41,14 @@ class CudaContext:
             self._context = self.device.retain_primary_context()
         except cuda.Error as exc:
             raise UserError(f"CUDA is not usable here ({exc}); check the driver with nvidia-smi") from exc
-        self._depth = 0
 
     def __enter__(self):
         self._context.push()
-        self._depth += 1
         return self
 
     def __exit__(self, *exc) -> None:
         import pycuda.driver as cuda
 
-        self._depth -= 1
         cuda.Context.pop()
 
     def release(self) -> None:

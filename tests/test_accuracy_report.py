@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from calibration import evaluate as ev
-from calibration.dataset import FrameSet, synthetic_set
+from calibration.dataset import synthetic_set
 from conftest import assert_one_line_error, run_module
 from runtime.preprocess import InputSpec
 

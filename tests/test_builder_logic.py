@@ -4,7 +4,6 @@ The stand-ins only record calls; that the TensorRT names exist is proven by mypy
 stubs and by the lean-bindings test (test_tensorrt_static.py), never by these.
 """
 import json
-from pathlib import Path
 
 import pytest
 

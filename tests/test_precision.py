@@ -1,5 +1,4 @@
 """FP16 and INT8 ONNX: the graph rules TensorRT needs, and the calibration set behind them."""
-from pathlib import Path
 
 import numpy as np
 import onnx

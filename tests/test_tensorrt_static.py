@@ -1,10 +1,8 @@
 """The TensorRT path, checked without a GPU: the precision decision, mypy over the 10.13 stubs,
 and the real tensorrt_lean 11.x bindings introspected for every runtime name the runner uses."""
 import ast
-import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
