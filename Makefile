@@ -53,10 +53,10 @@ $(INT8): $(FP32)
 onnx: $(FP32) $(FP16) $(INT8)
 
 demo: $(FP32) $(FP16) $(INT8)
-	$(PY) -m runtime.demo --source synthetic:// --output $(ARTIFACTS)/demo.mp4 --summary-json $(ARTIFACTS)/demo.json
+	$(PY) -m runtime demo --source synthetic:// --output $(ARTIFACTS)/demo.mp4 --summary-json $(ARTIFACTS)/demo.json
 
 bench: $(FP32) $(FP16) $(INT8)
-	$(PY) -m runtime.bench --streaming
+	$(PY) -m runtime bench --streaming
 
 # On the device: TensorRT and pycuda required (the command says what to install otherwise).
 engine: $(FP32) $(FP16) $(INT8)
@@ -74,7 +74,7 @@ gpu-test: $(STAMP) $(FP32) $(FP16) $(INT8)
 	REQUIRE_GPU=1 $(PY) -m pytest -q -m gpu tests
 
 typecheck: $(STAMP)
-	$(PY) -m mypy build_engine/builder.py build_engine/precision.py calibration/trt_calibrator.py runtime/trt_runner.py runtime/cuda_mem.py runtime/manifest.py
+	$(PY) -m mypy build_engine/builder.py build_engine/precision.py calibration/trt_calibrator.py runtime/backends/trt.py runtime/backends/cuda_mem.py runtime/manifest.py
 
 clean:
 	rm -rf $(ARTIFACTS)

@@ -4,11 +4,14 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
-from runtime.errors import UserError, run_cli
+from build_engine.precision import MODES, PRECISIONS
+from runtime import naming
+from runtime.errors import UserError, add_debug_option, run_cli
 
-ARTIFACTS = Path(os.environ.get("ARTIFACTS", "artifacts"))
+if TYPE_CHECKING:
+    from build_engine.builder import BuildOptions
 
 
 def _quiet_tensorflow() -> None:
@@ -42,18 +45,53 @@ def cmd_export(args: argparse.Namespace) -> None:
 
 
 def cmd_engine(args: argparse.Namespace) -> None:
-    from build_engine.builder import main_build
+    from build_engine.builder import build
 
-    main_build(args)
+    onnx = Path(args.onnx)
+    out = Path(args.out) if args.out else onnx.with_name(f"unet_{args.precision}.engine")
+    build(onnx, out, build_options(args, out))
+
+
+def add_engine_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--onnx", default=str(naming.onnx_path("fp32")),
+                   help="any of unet_{fp32,fp16,int8}.onnx: the variant the TensorRT version needs is picked beside it")
+    p.add_argument("--precision", default="fp16", choices=PRECISIONS)
+    p.add_argument("--out", help="engine path (default: artifacts/unet_<precision>.engine)")
+    p.add_argument("--typing", default="auto", choices=MODES, help="10.x: strong (default) or weak typing")
+    p.add_argument("--calibrator", action="store_true", help="INT8 with the legacy entropy calibrator (8.5-10.x)")
+    p.add_argument("--calibration-source", default="synthetic", help="'synthetic', an image folder or a video")
+    p.add_argument("--calibration-count", type=int, default=300)
+    p.add_argument("--min-batch", type=int, default=1)
+    p.add_argument("--opt-batch", type=int, default=1)
+    p.add_argument("--max-batch", type=int, default=8)
+    p.add_argument("--min-size", type=int, help="dynamic-size ONNX only")
+    p.add_argument("--max-size", type=int, help="dynamic-size ONNX only")
+    p.add_argument("--workspace-mib", type=int, default=1024)
+    p.add_argument("--optimization-level", type=int, default=3, choices=range(6))
+    p.add_argument("--timing-cache", default=str(naming.artifacts_dir() / "timing.cache"))
+    p.add_argument("--dla-core", type=int, help="Jetson DLA core (GPU fallback on)")
+    p.add_argument("--version-compatible", action="store_true", help="loadable by newer TensorRT and by tensorrt_lean")
+
+
+def build_options(args: argparse.Namespace, out: Path) -> "BuildOptions":
+    from build_engine.builder import BuildOptions
+
+    return BuildOptions(
+        precision=args.precision, mode=args.typing, calibrator=args.calibrator,
+        calibration_cache=out.with_suffix(".calib.cache"), calibration_source=args.calibration_source,
+        calibration_count=args.calibration_count, min_batch=args.min_batch, opt_batch=args.opt_batch,
+        max_batch=args.max_batch, min_size=args.min_size, max_size=args.max_size, workspace_mib=args.workspace_mib,
+        optimization_level=args.optimization_level, timing_cache=Path(args.timing_cache) if args.timing_cache else None,
+        dla_core=args.dla_core, version_compatible=args.version_compatible,
+    )
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m build_engine", description=__doc__)
-    p.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train the UNet (synthetic salt data unless --data)")
-    t.add_argument("--out", default=str(ARTIFACTS / "unet.keras"))
+    t.add_argument("--out", default=str(naming.keras_model_path()))
     t.add_argument("--data", help="folder with images/ and masks/ (same file names)")
     t.add_argument("--size", type=int, default=128, help="input height and width, a multiple of 16")
     t.add_argument("--channels", type=int, default=1, choices=(1, 3))
@@ -70,18 +108,17 @@ def parser() -> argparse.ArgumentParser:
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("export", help="Keras -> ONNX with tf2onnx, checked against Keras")
-    e.add_argument("--model", default=str(ARTIFACTS / "unet.keras"))
-    e.add_argument("--out", default=str(ARTIFACTS / "unet_fp32.onnx"))
+    e.add_argument("--model", default=str(naming.keras_model_path()))
+    e.add_argument("--out", default=str(naming.onnx_path("fp32")))
     e.add_argument("--opset", type=int, default=17)
     e.add_argument("--dynamic-size", action="store_true",
                    help="dynamic height/width too (adds shape arithmetic around each ConvTranspose)")
     e.set_defaults(func=cmd_export)
 
     g = sub.add_parser("engine", help="ONNX -> TensorRT engine + manifest (needs TensorRT and a GPU)")
-    from build_engine.builder import add_engine_arguments
-
-    add_engine_arguments(g, ARTIFACTS)
+    add_engine_arguments(g)
     g.set_defaults(func=cmd_engine)
+    add_debug_option(p)
     return p
 
 

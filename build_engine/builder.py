@@ -6,16 +6,17 @@ checked without a GPU by mypy over the 10.13 stubs and a test that introspects t
 """
 from __future__ import annotations
 
-import argparse
 import platform
 import sys
 import time
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from build_engine.precision import MODES, PRECISIONS, BuildPlan, parse_version, plan_precision
+from build_engine.precision import PRECISIONS, BuildPlan, parse_version, plan_precision
 from runtime.errors import UserError
+from runtime.files import atomic_write_bytes
 from runtime.manifest import sha256_file, write_manifest
 
 if TYPE_CHECKING:  # mypy checks every TensorRT name below against the 10.13 stubs
@@ -192,7 +193,7 @@ def build(onnx_path: str | Path, engine_path: str | Path, options: BuildOptions)
     import_tensorrt()  # the one clear message when TensorRT is missing
     import tensorrt as trt
 
-    from runtime.cuda_mem import CudaContext
+    from runtime.backends.cuda_mem import CudaContext
 
     plan = plan_precision(trt.__version__, options.precision, options.mode, options.calibrator)
     source = onnx_variant_path(onnx_path, plan)
@@ -206,8 +207,7 @@ def build(onnx_path: str | Path, engine_path: str | Path, options: BuildOptions)
     finally:
         gpu.release()
     try:
-        engine_path.parent.mkdir(parents=True, exist_ok=True)
-        engine_path.write_bytes(memoryview(serialized))
+        atomic_write_bytes(engine_path, bytes(memoryview(serialized)))
     except OSError as exc:
         raise UserError(f"cannot write {engine_path} ({exc.strerror}); choose a writable --out") from exc
     manifest = {
@@ -247,11 +247,13 @@ def _build_in_context(plan: BuildPlan, source: Path, options: BuildOptions):
     profile = add_profile(builder, network, config, options)
     cache_reused = load_timing_cache(config, options.timing_cache)
     calibration = None
-    if plan.legacy_calibrator:
-        from calibration.trt_calibrator import attach_entropy_calibrator
+    with ExitStack() as owned:  # the calibrator's device buffer is freed on every path
+        if plan.legacy_calibrator:
+            from calibration.trt_calibrator import attach_entropy_calibrator
 
-        calibration = attach_entropy_calibrator(config, profile["profile"], source, options)
-    serialized = builder.build_serialized_network(network, config)
+            calibration, free_calibrator = attach_entropy_calibrator(config, profile["profile"], source, options)
+            owned.callback(free_calibrator)
+        serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise UserError("TensorRT failed to build the engine (its log above says why)")
     save_timing_cache(config, options.timing_cache)
@@ -272,38 +274,3 @@ def describe_io(serialized: "trt.IHostMemory", logger: "trt.ILogger") -> list[di
         io.append({"name": name, "mode": "input" if engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT else "output",
                    "dtype": str(engine.get_tensor_dtype(name)).split(".")[-1], "shape": list(engine.get_tensor_shape(name))})
     return io
-
-
-def add_engine_arguments(p: argparse.ArgumentParser, artifacts: Path) -> None:
-    p.add_argument("--onnx", default=str(artifacts / "unet_fp32.onnx"),
-                   help="any of unet_{fp32,fp16,int8}.onnx: the variant the TensorRT version needs is picked beside it")
-    p.add_argument("--precision", default="fp16", choices=PRECISIONS)
-    p.add_argument("--out", help="engine path (default: artifacts/unet_<precision>.engine)")
-    p.add_argument("--typing", default="auto", choices=MODES, help="10.x: strong (default) or weak typing")
-    p.add_argument("--calibrator", action="store_true", help="INT8 with the legacy entropy calibrator (8.5-10.x)")
-    p.add_argument("--calibration-source", default="synthetic", help="'synthetic', an image folder or a video")
-    p.add_argument("--calibration-count", type=int, default=300)
-    p.add_argument("--min-batch", type=int, default=1)
-    p.add_argument("--opt-batch", type=int, default=1)
-    p.add_argument("--max-batch", type=int, default=8)
-    p.add_argument("--min-size", type=int, help="dynamic-size ONNX only")
-    p.add_argument("--max-size", type=int, help="dynamic-size ONNX only")
-    p.add_argument("--workspace-mib", type=int, default=1024)
-    p.add_argument("--optimization-level", type=int, default=3, choices=range(6))
-    p.add_argument("--timing-cache", default=str(artifacts / "timing.cache"))
-    p.add_argument("--dla-core", type=int, help="Jetson DLA core (GPU fallback on)")
-    p.add_argument("--version-compatible", action="store_true", help="loadable by newer TensorRT and by tensorrt_lean")
-
-
-def main_build(args: argparse.Namespace) -> None:
-    onnx = Path(args.onnx)
-    out = Path(args.out) if args.out else onnx.with_name(f"unet_{args.precision}.engine")
-    options = BuildOptions(
-        precision=args.precision, mode=args.typing, calibrator=args.calibrator,
-        calibration_cache=out.with_suffix(".calib.cache"), calibration_source=args.calibration_source,
-        calibration_count=args.calibration_count, min_batch=args.min_batch, opt_batch=args.opt_batch,
-        max_batch=args.max_batch, min_size=args.min_size, max_size=args.max_size, workspace_mib=args.workspace_mib,
-        optimization_level=args.optimization_level, timing_cache=Path(args.timing_cache) if args.timing_cache else None,
-        dla_core=args.dla_core, version_compatible=args.version_compatible,
-    )
-    build(onnx, out, options)

@@ -9,11 +9,12 @@ from pathlib import Path
 
 import numpy as np
 
-from calibration.onnx_utils import atomic_output, set_metadata
+from runtime.files import atomic_output
+from runtime import metadata
 from runtime.errors import UserError
 from runtime.preprocess import InputSpec, preprocess_batch
-from runtime.runners import (META_CHANNELS, META_HEIGHT, META_PRECISION, META_START_NEURONS, META_WIDTH, OnnxRunner)
-from runtime.synthetic import make_dataset
+from runtime.backends.onnxrt import OnnxRunner
+from runtime.data.synthetic import make_dataset
 
 DEFAULT_OPSET = 17
 PARITY_TOLERANCE = 1e-5
@@ -154,9 +155,9 @@ def export(keras_path: str | Path, onnx_path: str | Path, opset: int = DEFAULT_O
     export_model, proto = to_onnx(model, spec, start_neurons, opset, dynamic_size)
     remove_noop_reshapes(proto)
     name_dynamic_dims(proto, dynamic_size)
-    set_metadata(proto, {
-        META_HEIGHT: spec.height, META_WIDTH: spec.width, META_CHANNELS: spec.channels,
-        META_START_NEURONS: start_neurons, META_PRECISION: "fp32",
+    metadata.write_metadata(proto, {
+        metadata.HEIGHT: spec.height, metadata.WIDTH: spec.width, metadata.CHANNELS: spec.channels,
+        metadata.START_NEURONS: start_neurons, metadata.PRECISION: "fp32",
     })
     proto.doc_string = f"TGS-salt UNet (start_neurons {start_neurons}) exported from {Path(keras_path).name} by build_engine"
     onnx.checker.check_model(proto, full_check=True)

@@ -19,8 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from runtime.errors import UserError
+from runtime.naming import PRECISIONS
 
-PRECISIONS = ("fp32", "fp16", "int8")
 MODES = ("auto", "strong", "weak")
 
 

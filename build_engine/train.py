@@ -9,10 +9,11 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.datasets import load_folder, load_mask, read_image
+from runtime.data.images import load_folder, load_mask, read_image
 from runtime.errors import UserError
+from runtime.metrics import dice_from_iou, pooled_iou
 from runtime.preprocess import InputSpec, preprocess_batch
-from runtime.synthetic import SaltScene, make_dataset, sample_seed
+from runtime.data.synthetic import SaltScene, make_dataset, sample_seed
 
 
 @dataclass
@@ -31,11 +32,6 @@ class TrainConfig:
     seed: int = 0
     data: str | None = None  # a folder with images/ and masks/; None = synthetic
     val_fraction: float = 0.15
-
-
-def pooled_dice(iou: float) -> float:
-    """Dice from IoU over the same pixels: D = 2I / (1 + I), exact for pooled counts."""
-    return 2 * iou / (1 + iou)
 
 
 def load_training_data(cfg: TrainConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -129,7 +125,7 @@ def train(cfg: TrainConfig, out_path: str | Path) -> dict:
     class DiceLog(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
             if logs and "val_iou" in logs:
-                logs["val_dice"] = pooled_dice(float(logs["val_iou"]))
+                logs["val_dice"] = dice_from_iou(float(logs["val_iou"]))
 
     callbacks = [
         DiceLog(),
@@ -151,10 +147,7 @@ def train(cfg: TrainConfig, out_path: str | Path) -> dict:
 
     # Final figures from the restored (best) weights, with the same pooled IoU as during training.
     probabilities = model.predict(x_val, batch_size=32, verbose=0)
-    predicted = probabilities > 0.5
-    truth = y_val > 0.5
-    union = np.logical_or(predicted, truth).sum()
-    val_iou = float(np.logical_and(predicted, truth).sum() / union) if union else 1.0
+    val_iou = pooled_iou(probabilities > 0.5, y_val > 0.5)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     model.save(out_path)
     record = {
@@ -162,10 +155,10 @@ def train(cfg: TrainConfig, out_path: str | Path) -> dict:
         "epochs_run": len(history.history["loss"]),
         "fit_seconds": round(fit_seconds, 1),
         "history": {k: [round(float(v), 5) for v in vals] for k, vals in history.history.items()},
-        "final": {"val_iou": round(val_iou, 4), "val_dice": round(pooled_dice(val_iou), 4)},
+        "final": {"val_iou": round(val_iou, 4), "val_dice": round(dice_from_iou(val_iou), 4)},
         "model": str(out_path),
     }
     history_path = out_path.with_suffix(".history.json")
     history_path.write_text(json.dumps(record, indent=2))
-    print(f"saved {out_path}: val IoU {val_iou:.4f}, Dice {pooled_dice(val_iou):.4f} after {record['epochs_run']} epochs in {fit_seconds:.0f} s; history in {history_path}")
+    print(f"saved {out_path}: val IoU {val_iou:.4f}, Dice {dice_from_iou(val_iou):.4f} after {record['epochs_run']} epochs in {fit_seconds:.0f} s; history in {history_path}")
     return record

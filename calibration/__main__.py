@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import time
 from pathlib import Path
 from typing import Sequence
@@ -10,11 +9,11 @@ from typing import Sequence
 from calibration.dataset import (DEFAULT_CALIBRATION_FRAMES, FrameSet, check_calibration_set, check_no_overlap, frames_from,
                                  load_record, save_record)
 from calibration.qdq import DEFAULT_METHOD, DEFAULT_PERCENTILE, METHODS
-from runtime.errors import UserError, run_cli
+from runtime import metadata, naming
+from runtime.errors import UserError, add_debug_option, run_cli
 from runtime.postprocess import DEFAULT_THRESHOLD
-from runtime.runners import OnnxRunner
+from runtime.backends.onnxrt import OnnxRunner
 
-ARTIFACTS = Path(os.environ.get("ARTIFACTS", "artifacts"))
 
 
 def record_path(int8_path: Path) -> Path:
@@ -50,8 +49,8 @@ def quantize_one(fp32: Path, out: Path, method: str, percentile: float, frames: 
         fp32_layers = ()
         record.update({"method": method, "percentile": percentile if method == "percentile" else None,
                        "fp32_model": str(fp32), "ranges": str(ranges_path(out))})
-    metadata = {"unet.calibration_sha256": record["tensor_sha256"]}
-    quantize_int8(fp32, out, tensors, method, ranges_path(out), percentile, exclude_nodes=fp32_layers, metadata=metadata)
+    extra = {metadata.CALIBRATION_SHA256: record["tensor_sha256"]}
+    quantize_int8(fp32, out, tensors, method, ranges_path(out), percentile, exclude_nodes=fp32_layers, extra_metadata=extra)
     if fallback_target is not None and tensors is not None:
         from calibration.sensitivity import choose_fp32_layers
 
@@ -60,7 +59,7 @@ def quantize_one(fp32: Path, out: Path, method: str, percentile: float, frames: 
         fp32_layers = tuple(fallback["layers"])
         if fp32_layers:
             quantize_int8(fp32, out, None, method, ranges_path(out), percentile, exclude_nodes=fp32_layers,
-                          metadata={**metadata, "unet.fp32_layers": ",".join(fp32_layers)})
+                          extra_metadata={**extra, metadata.FP32_LAYERS: ",".join(fp32_layers)})
         print(f"FP32 fallback: IoU vs FP32 on {fallback['frames']} calibration frames {fallback['baseline']:.4f} -> "
               f"{fallback['final']:.4f} keeping {len(fp32_layers)} of 23 layers in FP32 {list(fp32_layers)}")
     if not reuse:
@@ -137,12 +136,11 @@ def cmd_evaluate(args) -> None:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m calibration", description=__doc__)
-    p.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = p.add_subparsers(dest="command", required=True)
 
     f = sub.add_parser("fp16", help="FP32 ONNX -> FP16 ONNX (float32 I/O kept)")
-    f.add_argument("--fp32", default=str(ARTIFACTS / "unet_fp32.onnx"))
-    f.add_argument("--out", default=str(ARTIFACTS / "unet_fp16.onnx"))
+    f.add_argument("--fp32", default=str(naming.onnx_path("fp32")))
+    f.add_argument("--out", default=str(naming.onnx_path("fp16")))
     f.set_defaults(func=cmd_fp16)
 
     def add_source(sp):
@@ -150,8 +148,8 @@ def parser() -> argparse.ArgumentParser:
         sp.add_argument("--every", type=int, default=10, help="take every k-th frame of a video")
 
     q = sub.add_parser("quantize", help="calibrate and write the INT8 Q/DQ ONNX")
-    q.add_argument("--fp32", default=str(ARTIFACTS / "unet_fp32.onnx"))
-    q.add_argument("--out", default=str(ARTIFACTS / "unet_int8.onnx"))
+    q.add_argument("--fp32", default=str(naming.onnx_path("fp32")))
+    q.add_argument("--out", default=str(naming.onnx_path("int8")))
     q.add_argument("--source", default="synthetic", help="'synthetic', an image folder or a video file")
     q.add_argument("--count", type=int, default=DEFAULT_CALIBRATION_FRAMES, help="calibration frames")
     q.add_argument("--method", default=DEFAULT_METHOD, choices=METHODS)
@@ -165,7 +163,7 @@ def parser() -> argparse.ArgumentParser:
     q.set_defaults(func=cmd_quantize)
 
     e = sub.add_parser("evaluate", help="accuracy of each model against the first (FP32) and the ground truth")
-    e.add_argument("models", nargs="*", default=[str(ARTIFACTS / f"unet_{p}.onnx") for p in ("fp32", "fp16", "int8")])
+    e.add_argument("models", nargs="*", default=[str(naming.onnx_path(p)) for p in naming.PRECISIONS])
     e.add_argument("--data", default="synthetic", help="'synthetic' (held-out test split) or a folder with images/ and masks/")
     e.add_argument("--count", type=int, default=200, help="evaluation images")
     e.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD)
@@ -173,12 +171,13 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--calibration-source", default="synthetic")
     e.add_argument("--calibration-count", type=int, default=DEFAULT_CALIBRATION_FRAMES)
     e.add_argument("--percentile", type=float, default=DEFAULT_PERCENTILE)
-    e.add_argument("--methods-dir", default=str(ARTIFACTS / "methods"))
-    e.add_argument("--json", default=str(ARTIFACTS / "accuracy.json"))
-    e.add_argument("--figure", default=str(ARTIFACTS / "accuracy_worst.png"))
+    e.add_argument("--methods-dir", default=str(naming.artifacts_dir() / "methods"))
+    e.add_argument("--json", default=str(naming.accuracy_report_path()))
+    e.add_argument("--figure", default=str(naming.artifacts_dir() / "accuracy_worst.png"))
     e.add_argument("--strict", action="store_true", help="exit non-zero when a precision target is missed")
     add_source(e)
     e.set_defaults(func=cmd_evaluate)
+    add_debug_option(p)
     return p
 
 

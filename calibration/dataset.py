@@ -13,10 +13,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from runtime.datasets import IMAGE_SUFFIXES, list_images, load_folder, load_mask, read_image
+from runtime.data.images import IMAGE_SUFFIXES, list_images, load_folder, load_mask, read_image
 from runtime.errors import UserError
 from runtime.preprocess import InputSpec, preprocess_batch
-from runtime.synthetic import make_dataset
+from runtime.data.synthetic import make_dataset
 
 MIN_CALIBRATION_FRAMES = 32
 DEFAULT_CALIBRATION_FRAMES = 300

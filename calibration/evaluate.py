@@ -15,33 +15,15 @@ import numpy as np
 
 from calibration.dataset import FrameSet
 from runtime.errors import UserError
+from runtime.metrics import agreement, dice_from_iou, per_image_iou, pooled_iou
 from runtime.postprocess import DEFAULT_THRESHOLD, probabilities_to_mask
 from runtime.preprocess import preprocess_batch
-from runtime.runners import open_runner
+from runtime.factory import open_runner
 
 # Targets from the project's precision issue: what each precision may cost against FP32.
 FP16_MIN_IOU_VS_FP32 = 0.999
 INT8_MIN_IOU_VS_FP32 = 0.98
 INT8_MAX_GT_IOU_LOSS = 0.01
-
-
-def pooled_iou(predicted: np.ndarray, truth: np.ndarray) -> float:
-    """Intersection over union of all pixels of the set; 1.0 when both are empty."""
-    predicted, truth = predicted.astype(bool), truth.astype(bool)
-    union = np.logical_or(predicted, truth).sum()
-    return float(np.logical_and(predicted, truth).sum() / union) if union else 1.0
-
-
-def per_image_iou(predicted: np.ndarray, truth: np.ndarray) -> np.ndarray:
-    predicted, truth = predicted.astype(bool), truth.astype(bool)
-    axes = tuple(range(1, predicted.ndim))
-    union = np.logical_or(predicted, truth).sum(axis=axes)
-    inter = np.logical_and(predicted, truth).sum(axis=axes)
-    return np.where(union > 0, inter / np.maximum(union, 1), 1.0)
-
-
-def dice_from_iou(iou: float) -> float:
-    return 2 * iou / (1 + iou)
 
 
 @dataclass
@@ -87,7 +69,7 @@ def compare(results: list[ModelResult], frames: FrameSet, worst_count: int = 4) 
             result.iou_gt = pooled_iou(result.masks, frames.masks)
             result.dice_gt = dice_from_iou(result.iou_gt)
         result.iou_vs_ref = pooled_iou(result.masks, reference.masks)
-        result.agreement_vs_ref = float((result.masks == reference.masks).mean())
+        result.agreement_vs_ref = agreement(result.masks, reference.masks)
         diff = np.abs(result.probabilities - reference.probabilities)
         result.max_abs_diff, result.mean_abs_diff = float(diff.max()), float(diff.mean())
         per_image = per_image_iou(result.masks, reference.masks)

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from calibration.onnx_utils import atomic_output, get_metadata, set_metadata
+from runtime.files import atomic_output
+from runtime import metadata
 from runtime.errors import UserError
-from runtime.runners import META_PRECISION
 
 # The final Sigmoid stays FP32: FP16 spacing near 1.0 is ~5e-4, so probabilities close to 0 or 1
 # would be coarsely rounded, and the threshold decision is best taken on FP32 values. It is one
@@ -25,7 +25,7 @@ def convert_fp16(fp32_path: str | Path, out_path: str | Path) -> Path:
         model, keep_io_types=True, op_block_list=list(float16.DEFAULT_OP_BLOCK_LIST) + KEEP_FP32_OPS,
     )
     keep_float32_outputs(converted)
-    set_metadata(converted, {**get_metadata(model), META_PRECISION: "fp16"})
+    metadata.write_metadata(converted, {**metadata.read_metadata(model), metadata.PRECISION: "fp16"})
     onnx.checker.check_model(converted)
     with atomic_output(out_path) as tmp:
         onnx.save(converted, tmp)

@@ -22,9 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-from calibration.onnx_utils import atomic_output, get_metadata, set_metadata
+from runtime.files import atomic_output
+from runtime import metadata
 from runtime.errors import UserError
-from runtime.runners import META_PRECISION
 
 METHODS = ("entropy", "percentile", "minmax")
 DEFAULT_METHOD = "entropy"
@@ -134,7 +134,7 @@ def calibrate_ranges(fp32_path: Path, tensors: np.ndarray, method: str, percenti
 
 def quantize_int8(fp32_path: str | Path, out_path: str | Path, tensors: np.ndarray | None, method: str = DEFAULT_METHOD,
                   ranges_path: str | Path | None = None, percentile: float = DEFAULT_PERCENTILE,
-                  exclude_nodes: tuple[str, ...] = (), metadata: dict[str, str] | None = None) -> Path:
+                  exclude_nodes: tuple[str, ...] = (), extra_metadata: dict[str, str] | None = None) -> Path:
     """Calibrate on `tensors` (NCHW float32) and write the Q/DQ model.
 
     The per-tensor ranges are saved at `ranges_path` (default: beside the output). With
@@ -176,7 +176,8 @@ def quantize_int8(fp32_path: str | Path, out_path: str | Path, tensors: np.ndarr
                 calibration_cache_path=str(ranges_path),  # the ranges computed above: no second calibration
             )
         model = onnx.load(tmp)
-        set_metadata(model, {**get_metadata(onnx.load(fp32_path, load_external_data=False)), META_PRECISION: "int8",
-                             "unet.calibration_method": method, **(metadata or {})})
+        metadata.write_metadata(model, {**metadata.read_metadata(onnx.load(fp32_path, load_external_data=False)),
+                                        metadata.PRECISION: "int8", metadata.CALIBRATION_METHOD: method,
+                                        **(extra_metadata or {})})
         onnx.save(model, tmp)
     return out_path

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from calibration.evaluate import pooled_iou
-from runtime.runners import OnnxRunner
+from runtime.metrics import pooled_iou
+from runtime.backends.onnxrt import OnnxRunner
 
 DEFAULT_TARGET = 0.985
 DEFAULT_MAX_LAYERS = 3

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 import traceback
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
@@ -19,12 +19,16 @@ from runtime.errors import UserError
 if TYPE_CHECKING:
     import tensorrt as trt
 
+    from runtime.backends.cuda_mem import HostDeviceBuffer
 
-def make_entropy_calibrator(batches: np.ndarray, batch_size: int, cache_path: Path) -> "trt.IInt8EntropyCalibrator2":
-    """An IInt8EntropyCalibrator2 over `batches` (N,C,H,W float32); TensorRT owns the loop."""
+
+def make_entropy_calibrator(batches: np.ndarray, batch_size: int, cache_path: Path,
+                            buffer: "HostDeviceBuffer") -> "trt.IInt8EntropyCalibrator2":
+    """An IInt8EntropyCalibrator2 over `batches` (N,C,H,W float32) through `buffer` (owned by the caller);
+    TensorRT owns the loop."""
     import tensorrt as trt
 
-    from runtime.cuda_mem import HostDeviceBuffer, import_pycuda
+    from runtime.backends.cuda_mem import import_pycuda
 
     cuda = import_pycuda()
 
@@ -32,7 +36,7 @@ def make_entropy_calibrator(batches: np.ndarray, batch_size: int, cache_path: Pa
         def __init__(self):
             trt.IInt8EntropyCalibrator2.__init__(self)  # required by the bindings
             self._position = 0
-            self._buffer = HostDeviceBuffer.allocate((batch_size, *batches.shape[1:]), np.float32)
+            self._buffer = buffer
 
         def get_batch_size(self):
             return batch_size
@@ -41,7 +45,6 @@ def make_entropy_calibrator(batches: np.ndarray, batch_size: int, cache_path: Pa
             # An exception here is printed by TensorRT and silently ends calibration: report it.
             try:
                 if self._position + batch_size > len(batches):
-                    self._buffer.free()
                     return None
                 np.copyto(self._buffer.host, batches[self._position : self._position + batch_size])
                 cuda.memcpy_htod(self._buffer.device, self._buffer.host)
@@ -66,10 +69,11 @@ def make_entropy_calibrator(batches: np.ndarray, batch_size: int, cache_path: Pa
 
 
 def attach_entropy_calibrator(config: "trt.IBuilderConfig", profile: "trt.IOptimizationProfile", onnx_path: Path,
-                              options) -> dict:
-    """Set config.int8_calibrator (+ calibration profile); returns the manifest's calibration record."""
+                              options) -> "tuple[dict, Callable[[], None]]":
+    """Set config.int8_calibrator (+ calibration profile); returns the manifest's calibration record and the
+    function that frees the calibrator's device buffer, which the caller must call once the build is over."""
     from calibration.dataset import check_calibration_set, frames_from
-    from runtime.runners import OnnxRunner
+    from runtime.backends.onnxrt import OnnxRunner
 
     with OnnxRunner(onnx_path) as runner:
         spec = runner.spec
@@ -81,7 +85,11 @@ def attach_entropy_calibrator(config: "trt.IBuilderConfig", profile: "trt.IOptim
     if usable == 0:
         raise UserError(f"calibration needs at least one full batch of {batch_size} frames")
     cache = options.calibration_cache
-    config.int8_calibrator = make_entropy_calibrator(frames.tensors(spec)[:usable], batch_size, cache)
+    from runtime.backends.cuda_mem import HostDeviceBuffer
+
+    tensors = frames.tensors(spec)[:usable]
+    buffer = HostDeviceBuffer.allocate((batch_size, *tensors.shape[1:]), np.float32)
+    config.int8_calibrator = make_entropy_calibrator(tensors, batch_size, cache, buffer)
     config.set_calibration_profile(profile)  # calibration runs at the profile's OPT shape
     return {"method": "legacy IInt8EntropyCalibrator2", "cache": str(cache), "set_sha256": record["tensor_sha256"],
-            "count": usable, "source": record["description"]}
+            "count": usable, "source": record["description"]}, buffer.free

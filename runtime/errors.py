@@ -1,6 +1,7 @@
 """One error type for everything a user can fix, and the CLI wrapper that prints it on one line."""
 from __future__ import annotations
 
+import argparse
 import sys
 from typing import Callable, Sequence
 
@@ -25,12 +26,10 @@ class Closeable:
 def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> int:
     """Run `main`, turning a UserError (or Ctrl-C) into one line and exit code 2 (130).
 
-    `--debug` anywhere on the command line shows the traceback instead.
+    `--debug` (which every CLI's parser declares) shows the traceback instead.
     """
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
-    if debug:
-        args.remove("--debug")
     try:
         return int(main(args) or 0)
     except UserError as exc:
@@ -43,3 +42,12 @@ def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[s
             raise
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def add_debug_option(parser: argparse.ArgumentParser) -> None:
+    """`--debug` on the parser and each of its subcommands, so it is accepted anywhere (run_cli reads it)."""
+    parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                sub.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")

@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 from runtime.errors import UserError
+from runtime.files import atomic_write_text
 
 SCHEMA = 1
 
@@ -28,7 +29,7 @@ def sha256_file(path: str | Path) -> str:
 
 def write_manifest(engine_path: str | Path, manifest: dict) -> Path:
     path = manifest_path(engine_path)
-    path.write_text(json.dumps({"schema": SCHEMA, **manifest}, indent=1))
+    atomic_write_text(path, json.dumps({"schema": SCHEMA, **manifest}, indent=1))
     return path
 
 

@@ -18,8 +18,3 @@ def probabilities_to_mask(probabilities: np.ndarray, height: int, width: int, th
     if prob.shape != (height, width):
         prob = cv2.resize(prob, (width, height), interpolation=cv2.INTER_LINEAR)
     return (prob > threshold).astype(np.uint8)
-
-
-def masks_from_batch(probabilities: np.ndarray, threshold: float = DEFAULT_THRESHOLD) -> np.ndarray:
-    """(N,1,H,W) probabilities -> (N,H,W) uint8 masks at the model's size."""
-    return (probabilities[:, 0] > threshold).astype(np.uint8)

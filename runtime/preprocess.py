@@ -54,12 +54,6 @@ def resize_to(image: np.ndarray, height: int, width: int) -> np.ndarray:
     return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
 
 
-def to_uint8_image(tensor: np.ndarray) -> np.ndarray:
-    """The inverse, for display: one (C,H,W) tensor -> HxW or HxWxC uint8."""
-    image = np.clip((tensor + 1.0) * 127.5 + 0.5, 0, 255).astype(np.uint8)
-    return image[0] if image.shape[0] == 1 else image.transpose(1, 2, 0)
-
-
 def preprocess_into(frame: np.ndarray, spec: InputSpec, out: np.ndarray) -> None:
     """Write one frame into `out` (C,H,W float32), e.g. a slot of a reused batch buffer."""
     image = resize_to(_convert_channels(frame, spec.channels), spec.height, spec.width)

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from calibration import evaluate as ev
+from runtime import metrics
 from calibration.dataset import synthetic_set
 from conftest import assert_one_line_error, run_module
 from runtime.preprocess import InputSpec
@@ -14,10 +15,10 @@ def test_iou_helpers():
     a = np.zeros((2, 4, 4), np.uint8)
     b = a.copy()
     a[0, :2], b[0, :1] = 1, 1
-    assert ev.pooled_iou(a, b) == pytest.approx(0.5)
-    np.testing.assert_allclose(ev.per_image_iou(a, b), [0.5, 1.0])  # both empty counts as agreement
-    assert ev.pooled_iou(a[1:], b[1:]) == 1.0
-    assert ev.dice_from_iou(0.5) == pytest.approx(2 / 3)
+    assert metrics.pooled_iou(a, b) == pytest.approx(0.5)
+    np.testing.assert_allclose(metrics.per_image_iou(a, b), [0.5, 1.0])  # both empty counts as agreement
+    assert metrics.pooled_iou(a[1:], b[1:]) == 1.0
+    assert metrics.dice_from_iou(0.5) == pytest.approx(2 / 3)
 
 
 def test_model_against_itself_is_perfect(tiny_model_dir):

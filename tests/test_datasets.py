@@ -3,7 +3,7 @@ import cv2
 import numpy as np
 import pytest
 
-from runtime.datasets import load_folder, load_mask, read_image
+from runtime.data.images import load_folder, load_mask, read_image
 from runtime.errors import UserError
 
 

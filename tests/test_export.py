@@ -9,7 +9,7 @@ from build_engine.export_onnx import export, parity_inputs
 from build_engine.unet import make_unet
 from runtime.errors import UserError
 from runtime.preprocess import InputSpec
-from runtime.runners import OnnxRunner
+from runtime.backends.onnxrt import OnnxRunner
 
 
 def dims(value):

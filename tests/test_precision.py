@@ -10,8 +10,8 @@ from calibration.fp16 import convert_fp16
 from calibration.qdq import FrameBatchReader, quantize_int8
 from runtime.errors import UserError
 from runtime.preprocess import InputSpec
-from runtime.runners import OnnxRunner
-from runtime.synthetic import write_video
+from runtime.backends.onnxrt import OnnxRunner
+from runtime.data.synthetic import write_video
 
 SPEC = InputSpec(64, 64, 1)
 

@@ -9,11 +9,11 @@ import pytest
 
 from conftest import assert_one_line_error, run_module
 from runtime.errors import UserError
-from runtime.pipeline import Pipeline, run_sequential
-from runtime.runners import OnnxRunner
-from runtime.sinks import FrameSink, ImageFolderSink, VideoFileSink, open_sink
-from runtime.sources import Frame, FrameSource, ImageFolderSource, open_source, opencv_has_gstreamer
-from runtime.synthetic import write_video
+from runtime.app.pipeline import Pipeline, run_sequential
+from runtime.backends.onnxrt import OnnxRunner
+from runtime.app.sinks import FrameSink, ImageFolderSink, VideoFileSink, open_sink
+from runtime.app.sources import Frame, FrameSource, ImageFolderSource, open_source, opencv_has_gstreamer
+from runtime.data.synthetic import write_video
 
 
 def count_frames(path):
@@ -33,8 +33,8 @@ def runner(tiny_model_dir):
 
 def test_file_mode_is_lossless_and_writes_a_playable_video(runner, tmp_path):
     out = tmp_path / "out.mp4"
-    with open_source("synthetic://?frames=40&width=160&height=120") as source:
-        stats = Pipeline(source, runner, VideoFileSink(out, 30), queue_size=2).run()
+    with open_source("synthetic://?frames=40&width=160&height=120") as source, VideoFileSink(out, 30) as sink:
+        stats = Pipeline(source, runner, sink, queue_size=2).run()
     assert stats.frames_in == stats.frames_out == 40 and stats.dropped == 0
     assert count_frames(out) == 40
     assert stats.iou is not None and 0.0 <= stats.iou <= 1.0 and len(stats.frame_ious) == 40
@@ -44,8 +44,8 @@ def test_file_mode_is_lossless_and_writes_a_playable_video(runner, tmp_path):
 
 
 def test_sequential_baseline_gives_the_same_frames(runner, tmp_path):
-    with open_source("synthetic://?frames=12&width=96&height=64") as source:
-        stats = run_sequential(source, runner, ImageFolderSink(tmp_path / "frames"))
+    with open_source("synthetic://?frames=12&width=96&height=64") as source, ImageFolderSink(tmp_path / "frames") as sink:
+        stats = run_sequential(source, runner, sink)
     assert stats.frames_out == 12 and len(list((tmp_path / "frames").glob("*.png"))) == 12
 
 
@@ -86,8 +86,8 @@ def test_live_mode_drops_stale_frames_and_counts_them(runner):
 
 def test_stop_mid_run_finalizes_the_output(runner, tmp_path):
     out = tmp_path / "stopped.mp4"
-    with open_source("synthetic://?frames=100000&width=96&height=64") as source:
-        pipeline = Pipeline(source, runner, VideoFileSink(out, 30))
+    with open_source("synthetic://?frames=100000&width=96&height=64") as source, VideoFileSink(out, 30) as sink:
+        pipeline = Pipeline(source, runner, sink)
         threading.Timer(1.0, pipeline.stop).start()
         stats = pipeline.run()
     assert 0 < stats.frames_out < 100000
@@ -110,7 +110,7 @@ def test_closed_window_ends_the_run(runner):
     assert sink.shown >= 5 and stats.frames_out < 500
 
 
-def test_an_error_in_a_stage_stops_the_run_and_still_closes_the_sink(runner, tmp_path):
+def test_an_error_in_a_stage_stops_the_run_and_keeps_the_frames_in_flight(runner, tmp_path):
     class BrokenSource(FrameSource):
         description = "broken"
 
@@ -124,8 +124,8 @@ def test_an_error_in_a_stage_stops_the_run_and_still_closes_the_sink(runner, tmp
             return Frame(self.index, np.zeros((64, 64), np.uint8), None, time.perf_counter())
 
     out = tmp_path / "partial.mp4"
-    with pytest.raises(UserError, match="stopped delivering"):
-        Pipeline(BrokenSource(), runner, VideoFileSink(out, 30)).run()
+    with pytest.raises(UserError, match="stopped delivering"), VideoFileSink(out, 30) as sink:
+        Pipeline(BrokenSource(), runner, sink).run()
     assert count_frames(out) == 5
 
 
@@ -194,7 +194,7 @@ def test_sink_choice(tmp_path):
 
 def test_demo_command_end_to_end(tiny_model_dir, tmp_path):
     out, summary = tmp_path / "demo.mp4", tmp_path / "summary.json"
-    result = run_module("runtime.demo", "--model", str(tiny_model_dir / "unet_fp32.onnx"), "--source",
+    result = run_module("runtime", "demo", "--model", str(tiny_model_dir / "unet_fp32.onnx"), "--source",
                         "synthetic://?frames=20&width=128&height=96", "--output", str(out), "--summary-json", str(summary))
     assert result.returncode == 0, result.stderr
     assert "frames in 20, out 20, dropped 0" in result.stdout and "IoU against ground truth" in result.stdout
@@ -208,7 +208,7 @@ def test_demo_picks_the_best_model_present(tiny_model_dir, tmp_path):
 
     shutil.copy(tiny_model_dir / "unet_fp32.onnx", tmp_path / "unet_fp32.onnx")
     (tmp_path / "unet_int8.engine").write_bytes(b"not an engine")
-    result = run_module("runtime.demo", "--source", "synthetic://?frames=3&width=64&height=64",
+    result = run_module("runtime", "demo", "--source", "synthetic://?frames=3&width=64&height=64",
                         env={"ARTIFACTS": str(tmp_path)})
     assert result.returncode == 0, result.stderr
     assert "unet_fp32.onnx" in result.stdout and "chosen over unet_int8.engine" in result.stdout
@@ -222,21 +222,21 @@ def test_demo_picks_the_best_model_present(tiny_model_dir, tmp_path):
 ])
 def test_demo_bad_input_is_one_line(tiny_model_dir, args, fragment):
     base = ["--model", str(tiny_model_dir / "unet_fp32.onnx")] if "--model" not in args else []
-    assert_one_line_error(run_module("runtime.demo", *base, *args), fragment)
+    assert_one_line_error(run_module("runtime", "demo", *base, *args), fragment)
 
 
 def test_demo_with_an_engine_but_no_tensorrt_is_one_line(tmp_path):
     engine = tmp_path / "unet_fp16.engine"
     engine.write_bytes(b"x")
     (tmp_path / "unet_fp16.json").write_text(json.dumps({"schema": 1, "tensorrt": {"version": "10.3.0"}, "precision": "fp16"}))
-    result = run_module("runtime.demo", "--model", str(engine), "--source", "synthetic://?frames=2")
+    result = run_module("runtime", "demo", "--model", str(engine), "--source", "synthetic://?frames=2")
     assert_one_line_error(result)
     assert "TensorRT" in result.stderr or "pycuda" in result.stderr
 
 
 def test_bench_writes_its_outputs(tiny_model_dir, tmp_path):
     fp32 = tiny_model_dir / "unet_fp32.onnx"
-    result = run_module("runtime.bench", str(fp32), str(fp32), "--batch-sizes", "1,2", "--iterations", "4", "--warmup", "1",
+    result = run_module("runtime", "bench", str(fp32), str(fp32), "--batch-sizes", "1,2", "--iterations", "4", "--warmup", "1",
                         "--frame-size", "160x120", "--streaming", "--stream-frames", "12", "--out-dir", str(tmp_path))
     assert result.returncode == 0, result.stderr
     data = json.loads((tmp_path / "bench.json").read_text())
@@ -252,5 +252,5 @@ def test_bench_writes_its_outputs(tiny_model_dir, tmp_path):
 
 
 def test_bench_bad_input(tmp_path):
-    assert_one_line_error(run_module("runtime.bench", str(tmp_path / "none.onnx")), "make onnx")
-    assert_one_line_error(run_module("runtime.bench", "--batch-sizes", "a"), "--batch-sizes")
+    assert_one_line_error(run_module("runtime", "bench", str(tmp_path / "none.onnx")), "make onnx")
+    assert_one_line_error(run_module("runtime", "bench", "--batch-sizes", "a"), "--batch-sizes")

@@ -3,7 +3,7 @@ import cv2
 import numpy as np
 import pytest
 
-from runtime.synthetic import SaltScene, SaltVideo, load_video_masks, make_dataset, sample_seed, write_video
+from runtime.data.synthetic import SaltScene, SaltVideo, load_video_masks, make_dataset, sample_seed, write_video
 
 
 def test_same_seed_same_data_and_sets_grow_by_prefix():

@@ -9,10 +9,10 @@ import pytest
 from build_engine.precision import plan_precision
 from conftest import ROOT, assert_one_line_error, run_module
 from runtime.errors import UserError
-from runtime.trt_runner import RUNTIME_API
+from runtime.backends.trt import RUNTIME_API
 
 TRT_MODULES = ["build_engine/builder.py", "build_engine/precision.py", "calibration/trt_calibrator.py",
-               "runtime/trt_runner.py", "runtime/cuda_mem.py", "runtime/manifest.py"]
+               "runtime/backends/trt.py", "runtime/backends/cuda_mem.py", "runtime/manifest.py"]
 STUBS = ROOT / ".venv" / "trt-stubs" / "tensorrt" / "__init__.pyi"
 
 
@@ -122,8 +122,8 @@ def test_runner_names_exist_in_the_real_lean_bindings(trt_lean):
 
 
 def test_the_runner_uses_no_tensorrt_name_outside_its_declared_list():
-    """Every `trt.X`, `self._engine.X`, `self._context.X`, `self._runtime.X` in trt_runner.py is declared."""
-    tree = ast.parse((ROOT / "runtime" / "trt_runner.py").read_text())
+    """Every `trt.X`, `self._engine.X`, `self._context.X`, `self._runtime.X` in runtime/backends/trt.py is declared."""
+    tree = ast.parse((ROOT / "runtime" / "backends" / "trt.py").read_text())
     owners = {"trt": "module", "_engine": "ICudaEngine", "_context": "IExecutionContext", "_runtime": "Runtime"}
     used: dict[str, set[str]] = {v: set() for v in owners.values()}
     for node in ast.walk(tree):
@@ -159,7 +159,7 @@ def test_engine_command_with_a_missing_onnx(tmp_path):
 def test_opening_an_engine_without_tensorrt_or_a_gpu_is_one_line(tmp_path):
     engine = tmp_path / "unet_fp16.engine"
     engine.write_bytes(b"\x00" * 64)
-    code = f"from runtime.runners import open_runner\nopen_runner({str(engine)!r})"
+    code = f"from runtime.factory import open_runner\nopen_runner({str(engine)!r})"
     result = subprocess.run([sys.executable, "-c", f"from runtime.errors import run_cli\nimport sys\n"
                              f"def main(argv):\n    " + code.replace("\n", "\n    ") + "\nsys.exit(run_cli(main, []))"],
                             cwd=ROOT, capture_output=True, text=True)

@@ -15,7 +15,7 @@ import numpy as np
 from runtime.errors import UserError
 from runtime.manifest import check_manifest, check_onnx_unchanged, read_manifest, rebuild_hint
 from runtime.preprocess import InputSpec
-from runtime.runners import Runner
+from runtime.backends.base import Runner
 
 # Every TensorRT runtime name this module uses, by owner: a CPU test checks each against the
 # real tensorrt_lean 11.x bindings, and another that the code below uses no other.
@@ -31,7 +31,7 @@ RUNTIME_API = {
 
 NO_TENSORRT = ("TensorRT's Python package is not installed here (desktop: `pip install tensorrt`; Jetson: "
                "`sudo apt install python3-libnvinfer`); run the ONNX model on the CPU instead, e.g. "
-               "`python -m runtime.demo --model artifacts/unet_int8.onnx`")
+               "`python -m runtime demo --model artifacts/unet_int8.onnx`")
 
 
 def import_trt_runtime():
@@ -61,7 +61,7 @@ class TensorRTRunner(Runner):
             raise UserError(f"engine {self.path} does not exist; build it with `make engine` on this device")
         manifest = read_manifest(self.path)
         trt, lean = import_trt_runtime()
-        from runtime.cuda_mem import CudaContext
+        from runtime.backends.cuda_mem import CudaContext
 
         self._gpu = CudaContext(device)
         self._buffers: list = []
@@ -72,7 +72,7 @@ class TensorRTRunner(Runner):
             raise
 
     def _load(self, trt, lean: bool, manifest: dict, check_onnx: bool) -> None:
-        from runtime.cuda_mem import HostDeviceBuffer, StageTimer, new_stream
+        from runtime.backends.cuda_mem import HostDeviceBuffer, StageTimer, new_stream
 
         check_manifest(manifest, trt.__version__, self._gpu.name, self._gpu.compute_capability, lean_runtime=lean)
         if check_onnx:
@@ -113,7 +113,7 @@ class TensorRTRunner(Runner):
         batch = self.check_batch(batch)
         if len(batch) > self.max_batch:  # the profile's limit: run in chunks
             return np.concatenate([self.infer(batch[i : i + self.max_batch]) for i in range(0, len(batch), self.max_batch)])
-        from runtime.cuda_mem import copy_to_device, copy_to_host
+        from runtime.backends.cuda_mem import copy_to_device, copy_to_host
 
         n = len(batch)
         with self._gpu:

@@ -16,9 +16,9 @@ from urllib.parse import parse_qs, urlparse
 import cv2
 import numpy as np
 
-from runtime.datasets import IMAGE_SUFFIXES, read_image
+from runtime.data.images import IMAGE_SUFFIXES, read_image
 from runtime.errors import Closeable, UserError
-from runtime.synthetic import SaltVideo, load_video_masks
+from runtime.data.synthetic import SaltVideo, load_video_masks
 
 SUPPORTED = ("a video file", "an image folder or glob", "a camera index or /dev/videoN", "csi://N", "rtsp://...",
              "http(s)://...", "a GStreamer pipeline (with '!')", "synthetic://[?frames=N&width=W&height=H&fps=F&seed=S]")
@@ -80,10 +80,11 @@ class CaptureSource(FrameSource):
                  reconnects: int = 3):
         self._target, self._api, self.live, self.description = target, api, live, description
         self._reconnects = reconnects
+        self._index = 0
+        # Everything that can fail without a capture comes first: nothing is left open on error.
+        self._truth = load_video_masks(str(truth_path)) if truth_path else None
         self._capture = self._open()
         self.fps = self._capture.get(cv2.CAP_PROP_FPS) or None
-        self._index = 0
-        self._truth = load_video_masks(str(truth_path)) if truth_path else None
         if not live and int(self._capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0) <= 0:
             first = self._capture.read()[0]
             self._capture.release()

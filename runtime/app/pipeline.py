@@ -3,8 +3,8 @@ its own thread with bounded queues, so decoding, drawing and encoding overlap in
 
 Files are processed losslessly (blocking queues). Live sources keep only the newest frame
 (a queue of one; the stale frame is dropped and counted). Ctrl-C, a closed window or an error
-anywhere stops capture; frames already in flight are still written, the sink is always closed,
-so the output file is finalized and playable, and the error is raised after that.
+anywhere stops capture; frames already in flight are still written,
+and the error is raised after that; the caller, who opened the sink, closes it.
 """
 from __future__ import annotations
 
@@ -12,70 +12,19 @@ import queue
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
-from runtime.overlay import draw_hud, draw_mask
+from runtime.app.overlay import draw_hud, draw_mask
+from runtime.app.stats import RunStats
 from runtime.postprocess import DEFAULT_THRESHOLD, probabilities_to_mask
 from runtime.preprocess import preprocess
-from runtime.runners import Runner
-from runtime.sinks import FrameSink
-from runtime.sources import Frame, FrameSource
+from runtime.backends.base import Runner
+from runtime.app.sinks import FrameSink
+from runtime.app.sources import Frame, FrameSource
 
-STAGES = ("capture", "preprocess", "infer", "postprocess", "render", "write")
 _END = object()
-
-
-def percentiles(values: list[float]) -> dict[str, float]:
-    if not values:
-        return {}
-    p50, p90, p99 = np.percentile(values, [50, 90, 99])
-    return {"p50": round(float(p50), 3), "p90": round(float(p90), 3), "p99": round(float(p99), 3),
-            "mean": round(float(np.mean(values)), 3)}
-
-
-@dataclass
-class RunStats:
-    """Per-stage times (ms), frame counts and the IoU against ground truth when there is one."""
-
-    stage_ms: dict[str, list[float]] = field(default_factory=lambda: {s: [] for s in STAGES})
-    device_ms: dict[str, list[float]] = field(default_factory=dict)  # TensorRT h2d/compute/d2h
-    latency_ms: list[float] = field(default_factory=list)
-    frames_in: int = 0
-    frames_out: int = 0
-    dropped: int = 0
-    intersection: int = 0
-    union: int = 0
-    frame_ious: list[float] = field(default_factory=list)
-    started: float = field(default_factory=time.perf_counter)
-    finished: float | None = None
-
-    @property
-    def wall_s(self) -> float:
-        return (self.finished or time.perf_counter()) - self.started
-
-    @property
-    def fps(self) -> float:
-        return self.frames_out / self.wall_s if self.wall_s > 0 else 0.0
-
-    @property
-    def iou(self) -> float | None:
-        """Pooled over every frame with ground truth."""
-        if not self.frame_ious:
-            return None
-        return self.intersection / self.union if self.union else 1.0
-
-    def summary(self) -> dict:
-        return {
-            "frames_in": self.frames_in, "frames_out": self.frames_out, "dropped": self.dropped,
-            "wall_s": round(self.wall_s, 3), "fps": round(self.fps, 2),
-            "latency_ms": percentiles(self.latency_ms),
-            "stages_ms": {s: percentiles(v) for s, v in self.stage_ms.items() if v},
-            "device_ms": {s: percentiles(v) for s, v in self.device_ms.items() if v},
-            "iou": None if self.iou is None else round(self.iou, 4),
-            "mean_frame_iou": round(float(np.mean(self.frame_ious)), 4) if self.frame_ious else None,
-        }
 
 
 @dataclass
@@ -114,12 +63,7 @@ class FrameProcessor:
         mask = probabilities_to_mask(item.probabilities, height, width, self.threshold)
         frame_iou = None
         if frame.truth is not None and frame.truth.shape == mask.shape:
-            inter = int(np.logical_and(mask, frame.truth).sum())
-            union = int(np.logical_or(mask, frame.truth).sum())
-            self.stats.intersection += inter
-            self.stats.union += union
-            frame_iou = inter / union if union else 1.0
-            self.stats.frame_ious.append(frame_iou)
+            frame_iou = self.stats.add_truth(mask, frame.truth)
         t1 = self.timed("postprocess", t0)
         image = draw_mask(frame.image, mask)
         if self.hud:
@@ -226,7 +170,7 @@ class Pipeline:
             target.put(_END)
 
     def run(self) -> RunStats:
-        """Run to the end of the source (or Ctrl-C / a closed window); the sink is closed either way."""
+        """Run to the end of the source (or Ctrl-C / a closed window). The caller owns (and closes) the sink."""
         threads = [
             threading.Thread(target=self._capture, name="capture", daemon=True),
             threading.Thread(target=self._stage, args=(self._frames, self._inferred, self.processor.infer), name="infer", daemon=True),
@@ -254,7 +198,6 @@ class Pipeline:
             self.stop()
             for thread in threads:
                 thread.join(timeout=10)
-            self.sink.close()
             self.stats.finished = time.perf_counter()
         if self._error is not None:
             raise self._error
@@ -278,6 +221,5 @@ def run_sequential(source: FrameSource, runner: Runner, sink: FrameSink, thresho
             if not processor.write(sink, image, frame):
                 break
     finally:
-        sink.close()
         stats.finished = time.perf_counter()
     return stats

@@ -1,4 +1,4 @@
-"""`python -m runtime.bench`: latency of every model, interleaved, with the stage breakdown and the
+"""`python -m runtime bench`: latency of every model, interleaved, with the stage breakdown and the
 machine it ran on; optionally the streaming figures (pipeline vs model-only vs sequential loop).
 
 Outputs a table, `bench.json`, `bench.csv` and `bench.png` under --out-dir.
@@ -14,23 +14,24 @@ import shutil
 import subprocess
 import tempfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Sequence
 
 import cv2
 import numpy as np
 
-from runtime.demo import CANDIDATES
-from runtime.errors import UserError, run_cli
-from runtime.pipeline import Pipeline, percentiles, run_sequential
+from runtime.app.pipeline import Pipeline, run_sequential
+from runtime.app.sinks import VideoFileSink
+from runtime.app.sources import SyntheticSource
+from runtime.app.stats import percentiles
+from runtime.backends.base import Runner
+from runtime.data.synthetic import SaltVideo
+from runtime.errors import UserError, add_debug_option, run_cli
+from runtime.factory import open_runner
+from runtime.naming import accuracy_report_path, artifacts_dir, default_candidates, discover_models
 from runtime.postprocess import probabilities_to_mask
 from runtime.preprocess import preprocess_batch
-from runtime.runners import Runner, open_runner
-from runtime.sinks import VideoFileSink
-from runtime.sources import SyntheticSource
-from runtime.synthetic import SaltVideo
-
-ARTIFACTS = Path(os.environ.get("ARTIFACTS", "artifacts"))
 
 
 def rss_mb() -> float:
@@ -80,12 +81,13 @@ def machine_info() -> dict:
     return info
 
 
-def open_models(paths: list[Path], threads: int | None) -> list[tuple[Runner, float]]:
+def open_models(paths: list[Path], threads: int | None, stack: ExitStack) -> list[tuple[Runner, float]]:
+    """Open each model that works here; `stack` owns (and closes) every runner opened."""
     runners = []
     for path in paths:
         before = rss_mb()
         try:
-            runner = open_runner(path, threads=threads)
+            runner = stack.enter_context(open_runner(path, threads=threads))
         except UserError as exc:
             print(f"skipping {path}: {exc}")
             continue
@@ -145,8 +147,10 @@ def streaming(runner: Runner, frames: int, width: int, height: int) -> dict:
         runner.infer(tensors[i % len(tensors)][None])
     model_only = frames / (time.perf_counter() - t0)
     with tempfile.TemporaryDirectory() as tmp:
-        sequential = run_sequential(SyntheticSource(frames, width, height), runner, VideoFileSink(Path(tmp) / "s.mp4", 30))
-        pipelined = Pipeline(SyntheticSource(frames, width, height), runner, VideoFileSink(Path(tmp) / "p.mp4", 30)).run()
+        with SyntheticSource(frames, width, height) as source, VideoFileSink(Path(tmp) / "s.mp4", 30) as sink:
+            sequential = run_sequential(source, runner, sink)
+        with SyntheticSource(frames, width, height) as source, VideoFileSink(Path(tmp) / "p.mp4", 30) as sink:
+            pipelined = Pipeline(source, runner, sink).run()
     return {"model": runner.path.name, "frames": frames, "size": f"{width}x{height}", "model_only_fps": round(model_only, 2),
             "sequential_fps": round(sequential.fps, 2), "pipeline_fps": round(pipelined.fps, 2),
             "pipeline_over_model_only": round(pipelined.fps / model_only, 3),
@@ -216,8 +220,8 @@ def write_chart(rows: list[dict], path: Path, title: str) -> None:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m runtime.bench", description=__doc__)
-    p.add_argument("models", nargs="*", help=f"engines and ONNX files; default: those of {', '.join(CANDIDATES)} present")
+    p = argparse.ArgumentParser(prog="python -m runtime bench", description=__doc__)
+    p.add_argument("models", nargs="*", help=f"engines and ONNX files; default: those of {', '.join(default_candidates())} present")
     p.add_argument("--batch-sizes", default="1,4", help="comma-separated")
     p.add_argument("--iterations", type=int, default=50)
     p.add_argument("--warmup", type=int, default=5)
@@ -225,9 +229,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--frame-size", default="640x480", help="WxH of the frames fed to preprocessing")
     p.add_argument("--streaming", action="store_true", help="also measure pipeline / model-only / sequential FPS")
     p.add_argument("--stream-frames", type=int, default=150)
-    p.add_argument("--accuracy", default=str(ARTIFACTS / "accuracy.json"))
-    p.add_argument("--out-dir", default=str(ARTIFACTS / "bench"))
-    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    p.add_argument("--accuracy", default=str(accuracy_report_path()))
+    p.add_argument("--out-dir", default=str(artifacts_dir() / "bench"))
+    add_debug_option(p)
     return p
 
 
@@ -240,26 +244,23 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise UserError("--batch-sizes is like 1,4 and --frame-size like 640x480") from None
     if min(batches) < 1 or args.iterations < 1:
         raise UserError("batch sizes and --iterations must be >= 1")
-    paths = [Path(m) for m in args.models] or [ARTIFACTS / c for c in CANDIDATES if (ARTIFACTS / c).is_file()]
+    paths = [Path(m) for m in args.models] or discover_models(artifacts_dir())
     for path in paths:
         if not path.is_file():
             raise UserError(f"model {path} does not exist; run `make onnx`")
-    runners = open_models(paths, args.threads)
     video = SaltVideo(height, width)
     frames = [video.frame(i)[0] for i in range(max(batches) * 4)]
     machine = machine_info()
     print(f"machine: {machine['cpu']} ({machine['cores']} cores), GPU: {machine.get('gpu') or 'none'}, "
           f"TensorRT: {machine.get('tensorrt') or 'none'}, ONNX Runtime: {machine.get('onnxruntime')}")
     rows = []
-    try:
+    with ExitStack() as stack:
+        runners = open_models(paths, args.threads, stack)
         for batch in batches:
             print(f"timing batch {batch}: {args.warmup} warm-up + {args.iterations} iterations per model, interleaved", flush=True)
             rows += time_models(runners, frames, batch, args.iterations, args.warmup)
         accuracy_columns(rows, Path(args.accuracy))
         stream = streaming(runners[0][0], args.stream_frames, width, height) if args.streaming else None
-    finally:
-        for runner, _ in runners:
-            runner.close()
     print(table(rows))
     if stream:
         print(f"\nstreaming {stream['size']} x {stream['frames']} frames with {stream['model']}: model-only "
