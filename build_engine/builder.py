@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING
 from build_engine.precision import PRECISIONS, BuildPlan, parse_version, plan_precision
 from runtime.errors import UserError
 from runtime.files import atomic_write_bytes
-from runtime.manifest import sha256_file, write_manifest
+from runtime.files import sha256_file
+from runtime.manifest import write_manifest
 
 if TYPE_CHECKING:  # mypy checks every TensorRT name below against the 10.13 stubs
     import tensorrt as trt

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from runtime.files import atomic_output
+from runtime.files import atomic_output, sha256_file
 from runtime import metadata
 from runtime.errors import UserError
 
@@ -25,7 +25,9 @@ def convert_fp16(fp32_path: str | Path, out_path: str | Path) -> Path:
         model, keep_io_types=True, op_block_list=list(float16.DEFAULT_OP_BLOCK_LIST) + KEEP_FP32_OPS,
     )
     keep_float32_outputs(converted)
-    metadata.write_metadata(converted, {**metadata.read_metadata(model), metadata.PRECISION: "fp16"})
+    metadata.write_metadata(converted, {**metadata.read_metadata(model), metadata.PRECISION: "fp16",
+                                        metadata.BACKEND: "any", metadata.RECIPE: "onnxconverter-common FP16, Sigmoid FP32",
+                                        **metadata.derived_from(fp32_path.name, sha256_file(fp32_path))})
     onnx.checker.check_model(converted)
     with atomic_output(out_path) as tmp:
         onnx.save(converted, tmp)

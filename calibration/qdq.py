@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.files import atomic_output
+from runtime.files import atomic_output, sha256_file
 from runtime import metadata
 from runtime.errors import UserError
 
@@ -178,6 +178,9 @@ def quantize_int8(fp32_path: str | Path, out_path: str | Path, tensors: np.ndarr
         model = onnx.load(tmp)
         metadata.write_metadata(model, {**metadata.read_metadata(onnx.load(fp32_path, load_external_data=False)),
                                         metadata.PRECISION: "int8", metadata.CALIBRATION_METHOD: method,
+                                        metadata.BACKEND: "tensorrt",
+                                        metadata.RECIPE: "symmetric INT8 Q/DQ on Conv/ConvTranspose inputs (TensorRT rules)",
+                                        **metadata.derived_from(fp32_path.name, sha256_file(fp32_path)),
                                         **(extra_metadata or {})})
         onnx.save(model, tmp)
     return out_path

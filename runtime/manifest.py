@@ -5,26 +5,17 @@ A sidecar (not a header in the engine) keeps the plan loadable by trtexec and De
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
 from runtime.errors import UserError
-from runtime.files import atomic_write_text
+from runtime.files import atomic_write_text, sha256_file
 
 SCHEMA = 1
 
 
 def manifest_path(engine_path: str | Path) -> Path:
     return Path(engine_path).with_suffix(".json")
-
-
-def sha256_file(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def write_manifest(engine_path: str | Path, manifest: dict) -> Path:

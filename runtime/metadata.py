@@ -6,8 +6,9 @@ Runtime returns, so the device needs no `onnx` package.
 """
 from __future__ import annotations
 
+import mmap
 from pathlib import Path
-from typing import Dict, Mapping, Optional, Sequence
+from typing import Dict, Iterator, Mapping, Optional, Sequence, Tuple
 
 from runtime.errors import UserError
 from runtime.preprocess import InputSpec
@@ -19,6 +20,15 @@ START_NEURONS = "unet.start_neurons"
 CALIBRATION_SHA256 = "unet.calibration_sha256"
 CALIBRATION_METHOD = "unet.calibration_method"
 FP32_LAYERS = "unet.fp32_layers"
+# Which backend a variant was made for ("any", "onnxruntime", "tensorrt") and how (one line).
+BACKEND = "unet.backend"
+RECIPE = "unet.recipe"
+# The link from a precision variant to the FP32 ONNX it was derived from: its file name and sha256.
+SOURCE_MODEL = "unet.source_model"
+SOURCE_SHA256 = "unet.source_sha256"
+
+BACKENDS = ("any", "onnxruntime", "tensorrt")
+_METADATA_FIELD = 14  # ModelProto.metadata_props in onnx.proto
 
 
 def write_metadata(proto, values: Mapping[str, object]) -> None:
@@ -54,3 +64,67 @@ def spec_from_metadata(meta: Mapping[str, str], input_shape: Sequence, path: Pat
 
 def precision_of(meta: Mapping[str, str]) -> Optional[str]:
     return meta.get(PRECISION)
+
+
+def backend_of(meta: Mapping[str, str]) -> str:
+    return meta.get(BACKEND, "any")
+
+
+def derived_from(source_name: str, source_sha256: str) -> Dict[str, str]:
+    """The metadata that links a variant to its FP32 source (written by fp16/int8/mask conversions)."""
+    return {SOURCE_MODEL: source_name, SOURCE_SHA256: source_sha256}
+
+
+def _varint(data, pos: int) -> Tuple[int, int]:
+    result = shift = 0
+    while True:
+        byte = data[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return result, pos
+        shift += 7
+
+
+def _fields(data, start: int, end: int) -> Iterator[Tuple[int, int, int, int]]:
+    """(field number, wire type, value start, value end) of each protobuf field in data[start:end]."""
+    pos = start
+    while pos < end:
+        key, pos = _varint(data, pos)
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            _, after = _varint(data, pos)
+        elif wire == 1:
+            after = pos + 8
+        elif wire == 2:
+            length, pos = _varint(data, pos)
+            after = pos + length
+        elif wire == 5:
+            after = pos + 4
+        else:
+            raise ValueError(f"unsupported protobuf wire type {wire}")
+        if after > end:
+            raise ValueError("truncated protobuf")
+        yield number, wire, pos, after
+        pos = after
+
+
+def read_onnx_metadata(path) -> Dict[str, str]:
+    """The `metadata_props` of an ONNX file, read from its protobuf wire format.
+
+    The device may have neither the `onnx` package nor ONNX Runtime (TensorRT alone builds and
+    runs the engine), so the two string fields of each StringStringEntryProto are read directly:
+    only the top level of the ModelProto is walked; the graph is skipped, not parsed.
+    """
+    path = Path(path)
+    try:
+        with open(path, "rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            meta = {}
+            for number, wire, start, end in _fields(data, 0, len(data)):
+                if number != _METADATA_FIELD or wire != 2:
+                    continue
+                entry = {n: bytes(data[s:e]).decode("utf-8") for n, w, s, e in _fields(data, start, end) if w == 2}
+                meta[entry.get(1, "")] = entry.get(2, "")
+            return meta
+    except (OSError, ValueError, IndexError, UnicodeDecodeError) as exc:
+        raise UserError(f"cannot read {path} as an ONNX model ({exc}); re-create it with `make onnx`") from None

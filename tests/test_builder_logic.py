@@ -102,7 +102,7 @@ def test_manifest_refuses_other_tensorrt_and_other_gpus():
 def test_stale_engine_is_detected_from_the_onnx_hash(tmp_path):
     onnx = tmp_path / "unet_fp32.onnx"
     onnx.write_bytes(b"version 1")
-    from runtime.manifest import sha256_file
+    from runtime.files import sha256_file
 
     m = manifest(onnx={"path": str(onnx), "sha256": sha256_file(onnx)})
     check_onnx_unchanged(m)

@@ -193,3 +193,16 @@ def test_fp32_fallback_keeps_the_most_sensitive_layers_unquantized(precision_mod
             assert quantized == (node.name not in result["layers"]), node.name
     reached = choose_fp32_layers(precision_models["fp32"], precision_models["ranges"], "entropy", calib, target=0.0)
     assert reached["layers"] == [] and reached["ranking"] == []  # already at target: nothing kept in FP32
+
+
+def test_variants_record_their_fp32_source_and_are_found_by_it(precision_models):
+    from runtime import metadata, naming
+    from runtime.files import sha256_file
+
+    source = sha256_file(precision_models["fp32"])
+    for name, backend in (("fp16", "any"), ("int8", "tensorrt")):
+        meta = metadata.read_onnx_metadata(precision_models[name])
+        assert meta[metadata.SOURCE_SHA256] == source and meta[metadata.BACKEND] == backend
+        assert meta[metadata.PRECISION] == name
+        found = naming.find_variant(precision_models["fp32"], name, ("tensorrt", "any"), folder=precision_models[name].parent)
+        assert found == precision_models[name]
