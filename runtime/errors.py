@@ -51,3 +51,17 @@ def add_debug_option(parser: argparse.ArgumentParser) -> None:
         if isinstance(action, argparse._SubParsersAction):
             for sub in action.choices.values():
                 sub.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Every option's default in its help (unless it has none), and descriptions/examples kept as written."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default is None or action.default is False or not action.help:
+            return action.help or ""
+        return super()._get_help_string(action) or ""
+
+
+def examples(*lines: str) -> str:
+    """An `examples:` epilog for a parser."""
+    return "examples:\n" + "\n".join(f"  {line}" for line in lines)

@@ -2,6 +2,7 @@
 import json
 import threading
 import time
+from contextlib import ExitStack
 
 import cv2
 import numpy as np
@@ -11,7 +12,7 @@ from conftest import assert_one_line_error, run_module
 from runtime.errors import UserError
 from runtime.app.pipeline import Pipeline, run_sequential
 from runtime.backends.onnxrt import OnnxRunner
-from runtime.app.sinks import FrameSink, ImageFolderSink, VideoFileSink, open_sink
+from runtime.app.sinks import FrameSink, ImageFolderSink, VideoFileSink, open_sinks
 from runtime.app.sources import Frame, FrameSource, ImageFolderSource, open_source, opencv_has_gstreamer
 from runtime.data.synthetic import write_video
 
@@ -70,9 +71,9 @@ class SlowSink(FrameSink):
     def __init__(self):
         self.indices = []
 
-    def write(self, image):
+    def write(self, out):
         time.sleep(0.03)
-        self.indices.append(int(image[40, 40, 0]))
+        self.indices.append(int(out.image[40, 40, 0]))
         return True
 
 
@@ -98,7 +99,7 @@ class ClosingWindow(FrameSink):
     def __init__(self):
         self.shown = 0
 
-    def write(self, image):
+    def write(self, out):
         self.shown += 1
         return self.shown < 5  # the user closed the window after 5 frames
 
@@ -185,11 +186,12 @@ def test_zero_frame_and_corrupt_videos(tmp_path):
 
 
 def test_sink_choice(tmp_path):
-    assert isinstance(open_sink(str(tmp_path / "a.mp4"), False, 25), VideoFileSink)
-    assert isinstance(open_sink(str(tmp_path / "frames"), False, None), ImageFolderSink)
-    assert type(open_sink(None, False, None)) is FrameSink
+    with ExitStack() as stack:
+        video, folder = open_sinks(stack, output=str(tmp_path / "a.mp4"), masks=str(tmp_path / "masks"), fps=25)
+        assert isinstance(video, VideoFileSink) and isinstance(folder, ImageFolderSink) and folder.masks
+        assert open_sinks(stack) == []  # headless
     with pytest.raises(UserError, match="video"):
-        open_sink(str(tmp_path / "a.txt"), False, None)
+        open_sinks(ExitStack(), output=str(tmp_path / "a.txt"))
 
 
 def test_demo_command_end_to_end(tiny_model_dir, tmp_path):

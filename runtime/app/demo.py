@@ -1,39 +1,62 @@
-"""`python -m runtime demo`: stream a source through the segmentation model and show or write it.
+"""`python -m runtime demo`: stream a source through the segmentation model and show, write or serve it.
 
-  python -m runtime demo                                    # synthetic salt video -> artifacts/demo.mp4
-  python -m runtime demo --source video.mp4 --output out.mp4
-  python -m runtime demo --source csi://0 --display         # Jetson CSI camera, on screen
-  python -m runtime demo --source rtsp://cam/stream --model artifacts/unet_int8.engine
+Every output asked for is produced, together: --output (overlay video or PNG folder),
+--save-masks (the binary masks), --display (a window) and --serve (a live view in a browser).
 """
 from __future__ import annotations
 
 import argparse
 import json
+from contextlib import ExitStack
 from typing import Sequence
 
+from runtime.app.live import DEFAULT_HOST, LiveSink
 from runtime.app.pipeline import Pipeline, run_sequential
-from runtime.app.sinks import open_sink
-from runtime.app.sources import open_source
-from runtime.app.stats import format_summary
-from runtime.errors import UserError, add_debug_option, run_cli
+from runtime.app.sinks import TeeSink, open_sinks
+from runtime.app.sources import LoopingSource, PacedSource, open_source
+from runtime.app.stats import RunStats, format_summary
+from runtime.errors import HelpFormatter, UserError, add_debug_option, examples, run_cli
 from runtime.factory import open_first, open_runner
 from runtime.files import atomic_write_text
 from runtime.naming import artifacts_dir, default_candidates, discover_models
 from runtime.postprocess import DEFAULT_THRESHOLD
 
+EXAMPLES = examples(
+    "python -m runtime demo                                         # synthetic salt video, best model, headless",
+    "python -m runtime demo --serve 8090 --loop                     # then open http://127.0.0.1:8090/",
+    "python -m runtime demo --source csi://0 --serve 0.0.0.0:8090   # Jetson CSI camera, watched from another machine",
+    "python -m runtime demo --source video.mp4 --output out.mp4 --display",
+    "python -m runtime demo --source my_set/ --output overlays/ --save-masks masks/   # my_set/{images,masks}: live IoU",
+    "python -m runtime demo --source rtsp://cam/stream --model artifacts/unet_int8.engine --save-masks masks.mkv",
+)
+
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m runtime demo", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--source", default="synthetic://", help="file, folder, glob, camera, csi://N, rtsp://, GStreamer pipeline, synthetic://")
+    p = argparse.ArgumentParser(prog="python -m runtime demo", description=__doc__, epilog=EXAMPLES,
+                                formatter_class=HelpFormatter)
+    p.add_argument("--source", default="synthetic://",
+                   help="video file, image folder or glob, a folder with images/ and masks/ (ground truth: live IoU), "
+                        "camera index or /dev/videoN, csi://N, rtsp://..., a GStreamer pipeline, "
+                        "synthetic://?frames=N&width=W&height=H&fps=F&seed=S")
     p.add_argument("--model", help=f"an .onnx or .engine; default: the best of {', '.join(default_candidates())} in $ARTIFACTS")
-    p.add_argument("--output", default=None, help="a video (.mp4/.avi) or a folder for images")
+    p.add_argument("--output", default=None,
+                   help="the overlay as a video (.mp4, .avi, .mkv) or as PNGs in a folder, named after the inputs")
+    p.add_argument("--save-masks", metavar="DIR",
+                   help="each frame's binary mask (0/255 PNG) in a folder, named after the input "
+                        "(frame_NNNNNN for videos and cameras), or a mask video (.mkv/.avi: lossless)")
     p.add_argument("--display", action="store_true", help="show a window (needs a display and a GUI OpenCV)")
-    p.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD)
-    p.add_argument("--max-frames", type=int)
+    p.add_argument("--serve", metavar="[HOST:]PORT",
+                   help=f"live view in a browser at http://HOST:PORT/ ({DEFAULT_HOST} unless a host is given; "
+                        "0.0.0.0: every interface; port 0: any free port)")
+    p.add_argument("--realtime", action="store_true",
+                   help="play files and synthetic:// at their own frame rate, as a camera would deliver them "
+                        "(always, with --serve or --display); otherwise they run as fast as the model allows")
+    p.add_argument("--loop", action="store_true", help="play a file, folder or synthetic:// source again at its end")
+    p.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD, help="probability above which a pixel is salt")
+    p.add_argument("--max-frames", type=int, help="stop after this many frames")
     p.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads")
     p.add_argument("--sequential", action="store_true", help="one frame at a time, no pipeline (the baseline)")
-    p.add_argument("--no-hud", action="store_true")
+    p.add_argument("--no-hud", action="store_true", help="no text over the frames")
     p.add_argument("--summary-json", help="also write the end-of-run summary as JSON")
     add_debug_option(p)
     return p
@@ -43,22 +66,38 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser().parse_args(argv)
     if not 0 < args.threshold < 1:
         raise UserError(f"--threshold must lie in (0, 1), not {args.threshold}")
-    if args.model:
-        runner, why = open_runner(args.model, threads=args.threads), "given"
-    else:
-        runner, why = open_first(discover_models(artifacts_dir()), args.threads)
-    with runner, open_source(args.source) as source, open_sink(args.output, args.display, source.fps) as sink:
-        print(f"model: {runner.describe()} [{why}]")
-        print(f"source: {source.description}{' (live: newest frame wins)' if source.live else ''}; sink: {sink.description}",
-              flush=True)
-        if args.sequential:
-            stats = run_sequential(source, runner, sink, args.threshold, args.max_frames, hud=not args.no_hud)
+    with ExitStack() as stack:
+        if args.model:
+            runner, why = open_runner(args.model, threads=args.threads), "given"
         else:
-            stats = Pipeline(source, runner, sink, args.threshold, args.max_frames, hud=not args.no_hud).run()
+            runner, why = open_first(discover_models(artifacts_dir()), args.threads)
+        stack.enter_context(runner)
+        source = stack.enter_context(LoopingSource(args.source) if args.loop else open_source(args.source))
+        if not source.live and (args.realtime or args.serve or args.display):
+            source = PacedSource(source)
+        sinks = open_sinks(stack, output=args.output, masks=args.save_masks, display=args.display, fps=source.fps)
+        stats = RunStats()
+        if args.serve:
+            live = stack.enter_context(LiveSink(args.serve))
+            live.attach(stats, {"model": runner.describe(), "backend": runner.backend, "precision": runner.precision,
+                                "source": source.description})
+            sinks.append(live)
+        sink = TeeSink(sinks)
+        print(f"model: {runner.describe()} [{why}]")
+        print(f"source: {source.description}{' (live: newest frame wins)' if source.live else ''}; "
+              f"output: {sink.description}", flush=True)
+        if args.serve:
+            print(f"live view: {live.url}  (Ctrl-C ends the run)", flush=True)
+        if args.sequential:
+            run_sequential(source, runner, sink, args.threshold, args.max_frames, hud=not args.no_hud, stats=stats)
+        else:
+            Pipeline(source, runner, sink, args.threshold, args.max_frames, hud=not args.no_hud, stats=stats).run()
     print(format_summary(stats, runner.describe()))
+    print("outputs:\n  " + sink.report().replace("\n", "\n  "))
     if args.summary_json:
         atomic_write_text(args.summary_json, json.dumps({"model": runner.describe(), "source": source.description,
-                                                         "sequential": args.sequential, **stats.summary()}, indent=1))
+                                                         "sequential": args.sequential, "outputs": sink.report().splitlines(),
+                                                         **stats.summary()}, indent=1))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Drawing: the mask blended in colour with its contour, and a HUD with the live figures."""
+"""Drawing: the mask blended in colour with its contour, the ground truth's contour when there is
+one, and a HUD with the live figures."""
 from __future__ import annotations
 
 import cv2
@@ -6,6 +7,7 @@ import numpy as np
 
 MASK_COLOUR = np.array([0, 140, 255], np.uint8)  # orange (BGR)
 CONTOUR_COLOUR = (0, 255, 255)
+TRUTH_COLOUR = (80, 220, 80)  # green (BGR): the ground truth's outline
 
 
 def as_bgr(image: np.ndarray) -> np.ndarray:
@@ -26,6 +28,14 @@ def draw_mask(image: np.ndarray, mask: np.ndarray, alpha: float = 0.45) -> np.nd
         contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
         cv2.drawContours(out, contours, -1, CONTOUR_COLOUR, max(1, out.shape[0] // 320), cv2.LINE_AA)
     return out
+
+
+def draw_truth(image: np.ndarray, truth: np.ndarray) -> None:
+    """The ground truth's outline in green, in place, over the overlay: where it and the prediction's
+    outline part, the model is wrong."""
+    contours, _ = cv2.findContours(truth.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    if contours:
+        cv2.drawContours(image, contours, -1, TRUTH_COLOUR, max(1, image.shape[0] // 320), cv2.LINE_AA)
 
 
 def draw_hud(image: np.ndarray, lines: list[str]) -> None:

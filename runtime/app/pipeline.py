@@ -16,12 +16,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from runtime.app.overlay import draw_hud, draw_mask
+from runtime.app.overlay import draw_hud, draw_mask, draw_truth
 from runtime.app.stats import RunStats
 from runtime.postprocess import DEFAULT_THRESHOLD, probabilities_to_mask
 from runtime.preprocess import preprocess
 from runtime.backends.base import Runner
-from runtime.app.sinks import FrameSink
+from runtime.app.sinks import FrameSink, Rendered
 from runtime.app.sources import Frame, FrameSource
 
 _END = object()
@@ -56,7 +56,7 @@ class FrameProcessor:
             self.stats.device_ms.setdefault(stage, []).append(ms)
         return Inferred(frame, probabilities)
 
-    def render(self, item: Inferred) -> tuple[np.ndarray, Frame]:
+    def render(self, item: Inferred) -> Rendered:
         t0 = time.perf_counter()
         frame = item.frame
         height, width = frame.image.shape[:2]
@@ -66,10 +66,12 @@ class FrameProcessor:
             frame_iou = self.stats.add_truth(mask, frame.truth)
         t1 = self.timed("postprocess", t0)
         image = draw_mask(frame.image, mask)
+        if frame.truth is not None and frame.truth.shape == mask.shape:
+            draw_truth(image, frame.truth)
         if self.hud:
             draw_hud(image, self._hud_lines(frame_iou))
         self.timed("render", t1)
-        return image, frame
+        return Rendered(image, frame, mask)
 
     def _hud_lines(self, frame_iou: float | None) -> list[str]:
         now = time.perf_counter()
@@ -83,23 +85,23 @@ class FrameProcessor:
         if device:
             lines.append("h2d {h2d:.2f}  gpu {compute:.2f}  d2h {d2h:.2f} ms".format(**device))
         if frame_iou is not None:
-            lines.append(f"IoU {frame_iou:.3f}  (run {self.stats.iou:.3f})")
+            lines.append(f"IoU {frame_iou:.3f}  (run {self.stats.iou:.3f})  truth: green")
         return lines
 
-    def write(self, sink: FrameSink, image: np.ndarray, frame: Frame) -> bool:
+    def write(self, sink: FrameSink, out: Rendered) -> bool:
         t0 = time.perf_counter()
-        keep_going = sink.write(image)
+        keep_going = sink.write(out)
         self.timed("write", t0)
-        self.stats.latency_ms.append((time.perf_counter() - frame.captured) * 1e3)
+        self.stats.latency_ms.append((time.perf_counter() - out.frame.captured) * 1e3)
         self.stats.frames_out += 1
         return keep_going
 
 
 class Pipeline:
     def __init__(self, source: FrameSource, runner: Runner, sink: FrameSink, threshold: float = DEFAULT_THRESHOLD,
-                 max_frames: int | None = None, queue_size: int = 2, hud: bool = True):
+                 max_frames: int | None = None, queue_size: int = 2, hud: bool = True, stats: RunStats | None = None):
         self.source, self.sink, self.max_frames = source, sink, max_frames
-        self.stats = RunStats()
+        self.stats = stats if stats is not None else RunStats()
         self.processor = FrameProcessor(runner, self.stats, threshold, hud)
         # A live source keeps one frame in hand: the newest wins, stale ones are dropped.
         self._frames: queue.Queue = queue.Queue(maxsize=1 if source.live else queue_size)
@@ -185,7 +187,7 @@ class Pipeline:
                 if sink_failed:
                     continue
                 try:
-                    if not self.processor.write(self.sink, *item):
+                    if not self.processor.write(self.sink, item):
                         self.stop()  # window closed: stop capturing, let the rest drain
                 except Exception as exc:
                     sink_failed = True
@@ -205,9 +207,9 @@ class Pipeline:
 
 
 def run_sequential(source: FrameSource, runner: Runner, sink: FrameSink, threshold: float = DEFAULT_THRESHOLD,
-                   max_frames: int | None = None, hud: bool = True) -> RunStats:
+                   max_frames: int | None = None, hud: bool = True, stats: RunStats | None = None) -> RunStats:
     """The baseline the pipeline must beat: read -> infer -> draw -> write, one frame at a time."""
-    stats = RunStats()
+    stats = stats if stats is not None else RunStats()
     processor = FrameProcessor(runner, stats, threshold, hud)
     try:
         while max_frames is None or stats.frames_in < max_frames:
@@ -217,8 +219,7 @@ def run_sequential(source: FrameSource, runner: Runner, sink: FrameSink, thresho
                 break
             processor.timed("capture", t0)
             stats.frames_in += 1
-            image, frame = processor.render(processor.infer(frame))
-            if not processor.write(sink, image, frame):
+            if not processor.write(sink, processor.render(processor.infer(frame))):
                 break
     finally:
         stats.finished = time.perf_counter()

@@ -1,39 +1,74 @@
-"""Where rendered frames go: a window, a video file, an image folder, or nowhere (headless)."""
+"""Where rendered frames go: a window, a video file, an image folder, the masks themselves, or
+nowhere (headless); several at once through TeeSink. The live browser view is in live.py."""
 from __future__ import annotations
 
 import os
+from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
+from typing import List
 
 import cv2
 import numpy as np
 
+from runtime.app.sources import Frame
 from runtime.errors import Closeable, UserError
+
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv")
+
+
+@dataclass
+class Rendered:
+    """One processed frame as sinks receive it. Sinks must not modify the arrays (others share them)."""
+
+    image: np.ndarray  # the BGR overlay (mask, contours, HUD)
+    frame: Frame  # the input frame: its index, name and ground truth
+    mask: np.ndarray  # the {0,1} uint8 mask at the frame's size: the runner's thresholded output
 
 
 class FrameSink(Closeable):
     description = "none (headless)"
+    frames = 0
 
-    def write(self, image: np.ndarray) -> bool:
+    def write(self, out: Rendered) -> bool:
         """Show/store one frame; False asks the pipeline to stop (e.g. the window was closed)."""
         return True
 
+    def report(self) -> str:
+        """What this sink did, for the end-of-run summary."""
+        return f"{self.description}: {self.frames} frames"
+
+
+def mask_image(mask: np.ndarray) -> np.ndarray:
+    """A {0,1} mask as a viewable 8-bit image: 0 background, 255 salt (read back with `> 0`)."""
+    return mask * np.uint8(255)
+
 
 class VideoFileSink(FrameSink):
-    """mp4v through OpenCV; opened on the first frame so its size is known. close() finalizes the file."""
+    """mp4v through OpenCV; opened on the first frame so its size is known. close() finalizes the file.
 
-    def __init__(self, path: str | Path, fps: float):
+    `masks=True` writes the binary masks instead of the overlay: losslessly (FFV1) in .mkv/.avi."""
+
+    def __init__(self, path: str | Path, fps: float, masks: bool = False):
         self.path = Path(path)
         self.fps = fps if fps and fps > 0 else 30.0
-        self.description = f"video {self.path}"
+        self.masks = masks
+        self.description = f"{'mask video' if masks else 'video'} {self.path}"
         self._writer = None
         self.frames = 0
         self.path.parent.mkdir(parents=True, exist_ok=True)
 
-    def write(self, image: np.ndarray) -> bool:
+    def _fourcc(self) -> int:
+        suffix = self.path.suffix.lower()
+        if self.masks and suffix in (".mkv", ".avi"):
+            return cv2.VideoWriter_fourcc(*"FFV1")
+        return cv2.VideoWriter_fourcc(*("MJPG" if suffix == ".avi" else "mp4v"))
+
+    def write(self, out: Rendered) -> bool:
+        image = mask_image(out.mask) if self.masks else out.image
         if self._writer is None:
             height, width = image.shape[:2]
-            fourcc = cv2.VideoWriter_fourcc(*("MJPG" if self.path.suffix.lower() == ".avi" else "mp4v"))
-            self._writer = cv2.VideoWriter(str(self.path), fourcc, self.fps, (width, height))
+            self._writer = cv2.VideoWriter(str(self.path), self._fourcc(), self.fps, (width, height), not self.masks)
             if not self._writer.isOpened():
                 raise UserError(f"OpenCV cannot write {self.path}: use a .mp4 or .avi name in a writable folder")
         self._writer.write(image)
@@ -47,14 +82,20 @@ class VideoFileSink(FrameSink):
 
 
 class ImageFolderSink(FrameSink):
-    def __init__(self, folder: str | Path):
+    """PNG files named after the input (`photo 1.jpg` -> `photo 1.png`; video frames -> `frame_000042.png`).
+
+    `masks=True` writes the binary masks (0/255) instead of the overlays."""
+
+    def __init__(self, folder: str | Path, masks: bool = False):
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
-        self.description = f"images in {self.folder}"
+        self.masks = masks
+        self.description = f"{'masks' if masks else 'images'} in {self.folder}"
         self.frames = 0
 
-    def write(self, image: np.ndarray) -> bool:
-        path = self.folder / f"frame_{self.frames:06d}.png"
+    def write(self, out: Rendered) -> bool:
+        path = self.folder / f"{out.frame.output_name()}.png"
+        image = mask_image(out.mask) if self.masks else out.image
         if not cv2.imwrite(str(path), image):
             raise UserError(f"cannot write {path}: is the folder writable?")
         self.frames += 1
@@ -77,8 +118,9 @@ class WindowSink(FrameSink):
         self.description = "window"
         cv2.namedWindow(title, cv2.WINDOW_NORMAL)
 
-    def write(self, image: np.ndarray) -> bool:
-        cv2.imshow(self.title, image)
+    def write(self, out: Rendered) -> bool:
+        self.frames += 1
+        cv2.imshow(self.title, out.image)
         key = cv2.waitKey(1) & 0xFF
         closed = cv2.getWindowProperty(self.title, cv2.WND_PROP_VISIBLE) < 1
         return not (closed or key in (ord("q"), 27))
@@ -87,15 +129,41 @@ class WindowSink(FrameSink):
         cv2.destroyWindow(self.title)
 
 
-def open_sink(output: str | None, display: bool, fps: float | None) -> FrameSink:
-    """`--output x.mp4|x.avi` -> video; `--output folder/` -> images; `--display` -> window; else headless."""
+class TeeSink(FrameSink):
+    """Every frame to each of several sinks. It owns none of them: whoever opened them closes them."""
+
+    def __init__(self, sinks: List[FrameSink]):
+        self.sinks = list(sinks)
+        self.description = "; ".join(s.description for s in self.sinks) or FrameSink.description
+
+    def write(self, out: Rendered) -> bool:
+        keep_going = [sink.write(out) for sink in self.sinks]  # each sink sees the frame, even after a "stop"
+        self.frames += 1
+        return all(keep_going)
+
+    def report(self) -> str:
+        return "\n".join(s.report() for s in self.sinks) or FrameSink.description
+
+
+def open_file_sink(output: str, fps: float | None, masks: bool = False) -> FrameSink:
+    """A video name (.mp4, .avi, .mkv, .mov) -> a video; a name without a suffix -> a folder of PNGs."""
+    path = Path(output)
+    option = "--save-masks" if masks else "--output"
+    if path.suffix.lower() in VIDEO_SUFFIXES:
+        return VideoFileSink(path, fps or 30.0, masks)
+    if path.suffix:
+        raise UserError(f"{option} {output}: give a video ({', '.join(VIDEO_SUFFIXES)}) or a folder for PNG images")
+    return ImageFolderSink(path, masks)
+
+
+def open_sinks(stack: ExitStack, output: str | None = None, masks: str | None = None, display: bool = False,
+               fps: float | None = None) -> List[FrameSink]:
+    """Open each requested sink into `stack` (which closes them, also when a later one fails to open)."""
+    sinks: List[FrameSink] = []
     if output:
-        path = Path(output)
-        if path.suffix.lower() in (".mp4", ".avi", ".mov", ".mkv"):
-            return VideoFileSink(path, fps or 30.0)
-        if path.suffix:
-            raise UserError(f"--output {output}: give a video (.mp4, .avi) or a folder for images")
-        return ImageFolderSink(path)
+        sinks.append(stack.enter_context(open_file_sink(output, fps)))
+    if masks:
+        sinks.append(stack.enter_context(open_file_sink(masks, fps, masks=True)))
     if display:
-        return WindowSink()
-    return FrameSink()
+        sinks.append(stack.enter_context(WindowSink()))
+    return sinks

@@ -2,6 +2,7 @@
 pipeline, image folder or glob, and the synthetic salt video with ground truth.
 
 Each source is a context manager; `read()` returns the next Frame, or None at the end.
+Frames from image files carry the file's stem as their name, so outputs can keep it.
 Live sources (cameras, streams) are marked `live`: the pipeline then drops stale frames.
 """
 from __future__ import annotations
@@ -16,11 +17,11 @@ from urllib.parse import parse_qs, urlparse
 import cv2
 import numpy as np
 
-from runtime.data.images import IMAGE_SUFFIXES, read_image
+from runtime.data.images import IMAGE_SUFFIXES, load_folder, load_mask, read_image
 from runtime.errors import Closeable, UserError
 from runtime.data.synthetic import SaltVideo, load_video_masks
 
-SUPPORTED = ("a video file", "an image folder or glob", "a camera index or /dev/videoN", "csi://N", "rtsp://...",
+SUPPORTED = ("a video file", "an image folder or glob", "a labelled folder with images/ and masks/", "a camera index or /dev/videoN", "csi://N", "rtsp://...",
              "http(s)://...", "a GStreamer pipeline (with '!')", "synthetic://[?frames=N&width=W&height=H&fps=F&seed=S]")
 
 
@@ -30,6 +31,11 @@ class Frame:
     image: np.ndarray  # uint8 BGR or gray, as decoded
     truth: np.ndarray | None = None  # {0,1} mask at the frame's size, when the source has ground truth
     captured: float = 0.0  # time.perf_counter() when read
+    name: str | None = None  # the input file's stem, for sources made of image files
+
+    def output_name(self) -> str:
+        """The name outputs use: the input's own name, else the frame index."""
+        return self.name or f"frame_{self.index:06d}"
 
 
 class FrameSource(Closeable):
@@ -58,19 +64,38 @@ class SyntheticSource(FrameSource):
         return Frame(self._index - 1, image, mask, time.perf_counter())
 
 
+def unique_names(paths: list[Path]) -> list[str]:
+    """File stems, which outputs reuse; stems that repeat (a.png and a.jpg, or the same name in two
+    folders of a glob) get the frame index in front so that no output overwrites another."""
+    stems = [p.stem for p in paths]
+    repeated = {s for s in stems if stems.count(s) > 1}
+    return [f"{i:06d}_{s}" if s in repeated else s for i, s in enumerate(stems)]
+
+
 class ImageFolderSource(FrameSource):
-    def __init__(self, paths: list[Path], description: str):
+    def __init__(self, paths: list[Path], description: str, masks: list[Path] | None = None):
         if not paths:
             raise UserError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {description}")
-        self._paths, self._index = paths, 0
-        self.description = f"{len(paths)} images from {description}"
+        self._paths, self._masks, self._index = paths, masks, 0
+        self._names = unique_names(paths)
+        labelled = " with ground-truth masks" if masks else ""
+        self.description = f"{len(paths)} images{labelled} from {description}"
 
     def read(self) -> Frame | None:
         if self._index >= len(self._paths):
             return None
-        path = self._paths[self._index]
+        index, path = self._index, self._paths[self._index]
         self._index += 1
-        return Frame(self._index - 1, read_image(path), None, time.perf_counter())
+        image = read_image(path)
+        truth = load_mask(self._masks[index], *image.shape[:2]) if self._masks else None
+        return Frame(index, image, truth, time.perf_counter(), self._names[index])
+
+
+def labelled_folder_source(root: Path) -> ImageFolderSource:
+    """A folder with images/ and masks/ of the same names (what `evaluate` and `train --data` read):
+    the masks become ground truth, so the run reports its IoU live."""
+    images, masks = load_folder(root)
+    return ImageFolderSource(images, f"labelled folder {root}", masks)
 
 
 class CaptureSource(FrameSource):
@@ -174,6 +199,8 @@ def open_source(uri: str) -> FrameSource:
     if any(ch in uri for ch in "*?["):
         paths = sorted(Path(p) for p in globlib.glob(uri) if Path(p).suffix.lower() in IMAGE_SUFFIXES)
         return ImageFolderSource(paths, f"glob {uri}")
+    if path.is_dir() and (path / "images").is_dir() and (path / "masks").is_dir():
+        return labelled_folder_source(path)
     if path.is_dir():
         return ImageFolderSource(sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES), f"folder {path}")
     if path.is_file():
@@ -181,3 +208,52 @@ def open_source(uri: str) -> FrameSource:
         return CaptureSource(str(path), f"video {path}", live=False, api=cv2.CAP_FFMPEG,
                              truth_path=masks if masks.is_file() else None)
     raise UserError(f"source {uri!r} does not exist; use one of: {'; '.join(SUPPORTED)}")
+
+
+class PacedSource(FrameSource):
+    """A file or synthetic:// source delivered at its own frame rate, as a camera would (for watching
+    it live); still lossless: when processing falls behind, frames come late rather than dropped."""
+
+    def __init__(self, inner: FrameSource, fps: float | None = None):
+        self._inner = inner
+        self._rate: float = fps or inner.fps or 30.0
+        self.fps = self._rate
+        self.description = f"{inner.description}, played at {self._rate:g} fps"
+        self._started: float | None = None
+        self._count = 0
+
+    def read(self) -> Frame | None:
+        if self._started is None:
+            self._started = time.perf_counter()
+        due = self._started + self._count / self._rate
+        delay = due - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        self._count += 1
+        return self._inner.read()
+
+
+class LoopingSource(FrameSource):
+    """Plays a file, folder or synthetic:// source again and again (a demo that keeps running).
+    It opens (and owns) one pass of the source at a time."""
+
+    def __init__(self, uri: str):
+        self._uri = uri
+        self._current = open_source(uri)
+        if self._current.live:
+            self._current.close()
+            raise UserError(f"--loop replays files, folders and synthetic://; {uri} is live already")
+        self.fps, self.passes = self._current.fps, 1
+        self.description = f"{self._current.description}, looped"
+
+    def read(self) -> Frame | None:
+        frame = self._current.read()
+        if frame is None:
+            self._current.close()
+            self._current = open_source(self._uri)
+            self.passes += 1
+            frame = self._current.read()
+        return frame
+
+    def close(self) -> None:
+        self._current.close()

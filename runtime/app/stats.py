@@ -77,3 +77,21 @@ def format_summary(stats: RunStats, model: str) -> str:
     if s["iou"] is not None:
         lines.append(f"IoU against ground truth: {s['iou']:.4f} pooled, {s['mean_frame_iou']:.4f} mean per frame")
     return "\n".join(lines)
+
+
+def recent_figures(stats: RunStats, window: int = 120) -> dict:
+    """The run so far, over its last `window` frames: safe to call from another thread while the
+    pipeline runs (list slices are taken whole under the GIL)."""
+    def recent(values: list[float]) -> dict[str, float]:
+        return percentiles(values[-window:])
+
+    frame_ious = stats.frame_ious[-1:]
+    return {
+        "frames_in": stats.frames_in, "frames_out": stats.frames_out, "dropped": stats.dropped,
+        "wall_s": round(stats.wall_s, 3), "fps_run": round(stats.fps, 2),
+        "latency_ms": recent(stats.latency_ms),
+        "stages_ms": {s: recent(v) for s, v in list(stats.stage_ms.items()) if v},
+        "device_ms": {s: recent(v) for s, v in list(stats.device_ms.items()) if v},
+        "iou": None if stats.iou is None else round(stats.iou, 4),
+        "frame_iou": round(frame_ious[0], 4) if frame_ious else None,
+    }
