@@ -17,24 +17,47 @@ STAMP := $(VENV)/.installed
 .DEFAULT_GOAL := help
 
 help:
-	@echo "make demo      stream the synthetic salt video through the best model (does all set-up)"
-	@echo "make test      run the CPU test suite (does all set-up)"
-	@echo "make model     train the UNet -> $(MODEL)"
-	@echo "make onnx      export + FP16 + INT8 ONNX -> $(ARTIFACTS)/unet_{fp32,fp16,int8}.onnx"
-	@echo "make accuracy  accuracy of every precision against FP32 and ground truth"
-	@echo "make engine    FP16 and INT8 TensorRT engines (needs TensorRT and a GPU)"
-	@echo "make bench     latency benchmark of every model present"
-	@echo "make gpu-test  the tests marked gpu (run once on a Jetson or GPU desktop)"
+	@echo "usage: make TARGET [VARIABLE=value ...]   (every target creates the venv it needs)"
+	@echo ""
+	@echo "  make demo       stream the synthetic salt video through the best model -> $(ARTIFACTS)/demo.mp4"
+	@echo "  make test       the CPU test suite (static TensorRT checks included)"
+	@echo "  make setup      only create $(VENV) with the pinned packages (shows pip's progress)"
+	@echo "  make model      train the UNet on synthetic salt data -> $(MODEL)"
+	@echo "  make onnx       export + FP16 + INT8 ONNX -> $(ARTIFACTS)/unet_{fp32,fp16,int8}.onnx"
+	@echo "  make accuracy   accuracy of every precision against FP32 and ground truth"
+	@echo "  make bench      latency benchmark of every model present, and streaming FPS"
+	@echo "  make engine     FP16 and INT8 TensorRT engines (needs TensorRT and a GPU)"
+	@echo "  make gpu-test   the tests marked gpu (run once on a Jetson or GPU desktop; fails without one)"
+	@echo "  make typecheck  mypy over the TensorRT/pycuda code against the TensorRT stubs"
+	@echo "  make clean      delete $(ARTIFACTS)/ (the venv stays)"
+	@echo "  make help       this list"
+	@echo ""
+	@echo "variables:"
+	@echo "  ARTIFACTS=dir   where every generated file goes (now: $(ARTIFACTS))"
+	@echo "  MODEL=file      the Keras model that make onnx exports (now: $(MODEL))"
+	@echo "  PYTHON_SYS=...  the Python that creates the venv (now: $(PYTHON_SYS))"
+	@echo ""
+	@echo "your own model:"
+	@echo "  make onnx MODEL=path/to/mine.keras ARTIFACTS=mine    # export, FP16, INT8 of your trained UNet"
+	@echo "  make accuracy bench ARTIFACTS=mine                   # then measure them"
+	@echo "  python -m runtime demo --model mine/unet_int8.onnx --serve 8090   # and watch it live"
 
 setup: $(STAMP)
 
+# pip's own progress (one line per package, download bars on a terminal): a first set-up downloads
+# about 1 GB (TensorFlow is most of it) and takes a few minutes.
 $(STAMP): requirements-runtime.txt requirements-build.txt requirements-dev.txt
+	@echo "==> [1/4] creating $(VENV) with $(PYTHON_SYS)"
 	$(PYTHON_SYS) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements-dev.txt
+	@echo "==> [2/4] upgrading pip"
+	$(PY) -m pip install --progress-bar on --upgrade pip
+	@echo "==> [3/4] installing the pinned packages (TensorFlow, ONNX, ONNX Runtime, OpenCV, pytest...): a few minutes"
+	$(PY) -m pip install --progress-bar on -r requirements-dev.txt
+	@echo "==> [4/4] TensorRT type stubs for make typecheck"
 	$(PY) -m pip install --quiet --no-deps --upgrade --target $(VENV)/trt-stubs tensorrt-stubs==10.13.0.35.1
 	tools/patch_trt_stubs.sh $(VENV)/trt-stubs
 	touch $@
+	@echo "==> $(VENV) is ready"
 
 model: $(MODEL)
 # The venv is order-only: updating it must not retrain the model.

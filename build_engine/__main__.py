@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Sequence
 
 from build_engine.precision import MODES, PRECISIONS
 from runtime import naming
-from runtime.errors import UserError, add_debug_option, run_cli
+from runtime.errors import HelpFormatter, UserError, add_debug_option, examples, run_cli
 
 if TYPE_CHECKING:
     from build_engine.builder import BuildOptions
@@ -55,20 +55,20 @@ def cmd_engine(args: argparse.Namespace) -> None:
 def add_engine_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--onnx", default=str(naming.onnx_path("fp32")),
                    help="any of unet_{fp32,fp16,int8}.onnx: the variant the TensorRT version needs is picked beside it")
-    p.add_argument("--precision", default="fp16", choices=PRECISIONS)
+    p.add_argument("--precision", default="fp16", choices=PRECISIONS, help="the engine's precision")
     p.add_argument("--out", help="engine path (default: artifacts/unet_<precision>.engine)")
-    p.add_argument("--typing", default="auto", choices=MODES, help="10.x: strong (default) or weak typing")
+    p.add_argument("--typing", default="auto", choices=MODES, help="auto: weak on 8.x, strong on 10.x and 11.x; 10.x may choose either")
     p.add_argument("--calibrator", action="store_true", help="INT8 with the legacy entropy calibrator (8.5-10.x)")
     p.add_argument("--calibration-source", default="synthetic", help="'synthetic', an image folder or a video")
-    p.add_argument("--calibration-count", type=int, default=300)
-    p.add_argument("--min-batch", type=int, default=1)
-    p.add_argument("--opt-batch", type=int, default=1)
-    p.add_argument("--max-batch", type=int, default=8)
+    p.add_argument("--calibration-count", type=int, default=300, help="frames for --calibrator")
+    p.add_argument("--min-batch", type=int, default=1, help="optimization profile: smallest batch")
+    p.add_argument("--opt-batch", type=int, default=1, help="optimization profile: the batch tuned for")
+    p.add_argument("--max-batch", type=int, default=8, help="optimization profile: largest batch")
     p.add_argument("--min-size", type=int, help="dynamic-size ONNX only")
     p.add_argument("--max-size", type=int, help="dynamic-size ONNX only")
-    p.add_argument("--workspace-mib", type=int, default=1024)
-    p.add_argument("--optimization-level", type=int, default=3, choices=range(6))
-    p.add_argument("--timing-cache", default=str(naming.artifacts_dir() / "timing.cache"))
+    p.add_argument("--workspace-mib", type=int, default=1024, help="builder workspace memory limit")
+    p.add_argument("--optimization-level", type=int, default=3, choices=range(6), help="builder optimization level 0-5")
+    p.add_argument("--timing-cache", default=str(naming.artifacts_dir() / "timing.cache"), help="reused across builds")
     p.add_argument("--dla-core", type=int, help="Jetson DLA core (GPU fallback on)")
     p.add_argument("--version-compatible", action="store_true", help="loadable by newer TensorRT and by tensorrt_lean")
 
@@ -87,35 +87,49 @@ def build_options(args: argparse.Namespace, out: Path) -> "BuildOptions":
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m build_engine", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m build_engine", description=__doc__, formatter_class=HelpFormatter,
+                                epilog=examples(
+                                    "python -m build_engine train                           # synthetic salt data, ~5 min on a CPU",
+                                    "python -m build_engine train --data my_set/ --size 128 # my_set/{images,masks}",
+                                    "python -m build_engine export --model mine.keras --out artifacts/unet_fp32.onnx",
+                                    "python -m build_engine engine --precision int8         # on the device: TensorRT + GPU",
+                                    "python -m build_engine train --help                    # each command's options"))
     sub = p.add_subparsers(dest="command", required=True)
 
-    t = sub.add_parser("train", help="train the UNet (synthetic salt data unless --data)")
-    t.add_argument("--out", default=str(naming.keras_model_path()))
+    t = sub.add_parser("train", help="train the UNet (synthetic salt data unless --data)", formatter_class=HelpFormatter,
+                       epilog=examples("python -m build_engine train",
+                                       "python -m build_engine train --data my_set/ --size 128 --channels 3 --out mine.keras"))
+    t.add_argument("--out", default=str(naming.keras_model_path()), help="the trained Keras model")
     t.add_argument("--data", help="folder with images/ and masks/ (same file names)")
     t.add_argument("--size", type=int, default=128, help="input height and width, a multiple of 16")
-    t.add_argument("--channels", type=int, default=1, choices=(1, 3))
-    t.add_argument("--start-neurons", type=int, default=16)
+    t.add_argument("--channels", type=int, default=1, choices=(1, 3), help="1: gray, 3: colour input")
+    t.add_argument("--start-neurons", type=int, default=16, help="filters of the first block (x2 per level)")
     t.add_argument("--train-count", type=int, default=800, help="synthetic training images per epoch (new ones every epoch)")
     t.add_argument("--val-count", type=int, default=200, help="synthetic validation images")
-    t.add_argument("--epochs", type=int, default=40)
-    t.add_argument("--batch-size", type=int, default=8)
-    t.add_argument("--lr", type=float, default=3e-3)
+    t.add_argument("--epochs", type=int, default=40, help="at most")
+    t.add_argument("--batch-size", type=int, default=8, help="images per training step")
+    t.add_argument("--lr", type=float, default=3e-3, help="initial learning rate")
     t.add_argument("--lr-decay", type=float, default=0.7, help="learning rate factor per epoch")
     t.add_argument("--patience", type=int, default=4, help="early stopping on validation IoU")
     t.add_argument("--max-minutes", type=float, default=4.5, help="stop after the epoch that passes this")
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--seed", type=int, default=0, help="data and initialisation seed")
     t.set_defaults(func=cmd_train)
 
-    e = sub.add_parser("export", help="Keras -> ONNX with tf2onnx, checked against Keras")
-    e.add_argument("--model", default=str(naming.keras_model_path()))
-    e.add_argument("--out", default=str(naming.onnx_path("fp32")))
-    e.add_argument("--opset", type=int, default=17)
+    e = sub.add_parser("export", help="Keras -> ONNX with tf2onnx, checked against Keras", formatter_class=HelpFormatter,
+                       epilog=examples("python -m build_engine export",
+                                       "python -m build_engine export --model mine.keras --out out/unet_fp32.onnx --dynamic-size"))
+    e.add_argument("--model", default=str(naming.keras_model_path()), help="a Keras UNet (.keras)")
+    e.add_argument("--out", default=str(naming.onnx_path("fp32")), help="the FP32 ONNX to write")
+    e.add_argument("--opset", type=int, default=17, help="ONNX opset")
     e.add_argument("--dynamic-size", action="store_true",
                    help="dynamic height/width too (adds shape arithmetic around each ConvTranspose)")
     e.set_defaults(func=cmd_export)
 
-    g = sub.add_parser("engine", help="ONNX -> TensorRT engine + manifest (needs TensorRT and a GPU)")
+    g = sub.add_parser("engine", help="ONNX -> TensorRT engine + manifest (needs TensorRT and a GPU)",
+                       formatter_class=HelpFormatter,
+                       epilog=examples("python -m build_engine engine --precision fp16",
+                                       "python -m build_engine engine --onnx out/unet_fp32.onnx --precision int8 --max-batch 4",
+                                       "python -m build_engine engine --precision int8 --typing weak --calibrator   # TensorRT 8.6"))
     add_engine_arguments(g)
     g.set_defaults(func=cmd_engine)
     add_debug_option(p)

@@ -10,7 +10,7 @@ from calibration.dataset import (DEFAULT_CALIBRATION_FRAMES, FrameSet, check_cal
                                  load_record, save_record)
 from calibration.qdq import DEFAULT_METHOD, DEFAULT_PERCENTILE, METHODS
 from runtime import metadata, naming
-from runtime.errors import UserError, add_debug_option, run_cli
+from runtime.errors import HelpFormatter, UserError, add_debug_option, examples, run_cli
 from runtime.postprocess import DEFAULT_THRESHOLD
 from runtime.backends.onnxrt import OnnxRunner
 
@@ -135,45 +135,59 @@ def cmd_evaluate(args) -> None:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m calibration", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m calibration", description=__doc__, formatter_class=HelpFormatter,
+                                epilog=examples(
+                                    "python -m calibration fp16",
+                                    "python -m calibration quantize --fp32-fallback           # INT8 Q/DQ, synthetic calibration",
+                                    "python -m calibration quantize --source my_images/ --method percentile",
+                                    "python -m calibration evaluate --compare-methods          # accuracy of every precision",
+                                    "python -m calibration quantize --help                    # each command's options"))
     sub = p.add_subparsers(dest="command", required=True)
 
-    f = sub.add_parser("fp16", help="FP32 ONNX -> FP16 ONNX (float32 I/O kept)")
-    f.add_argument("--fp32", default=str(naming.onnx_path("fp32")))
-    f.add_argument("--out", default=str(naming.onnx_path("fp16")))
+    f = sub.add_parser("fp16", help="FP32 ONNX -> FP16 ONNX (float32 I/O kept)", formatter_class=HelpFormatter,
+                       epilog=examples("python -m calibration fp16 --fp32 out/unet_fp32.onnx --out out/unet_fp16.onnx"))
+    f.add_argument("--fp32", default=str(naming.onnx_path("fp32")), help="the FP32 ONNX")
+    f.add_argument("--out", default=str(naming.onnx_path("fp16")), help="the FP16 ONNX to write")
     f.set_defaults(func=cmd_fp16)
 
     def add_source(sp):
         sp.add_argument("--seed", type=int, default=0, help="sampling / synthetic seed")
         sp.add_argument("--every", type=int, default=10, help="take every k-th frame of a video")
 
-    q = sub.add_parser("quantize", help="calibrate and write the INT8 Q/DQ ONNX")
-    q.add_argument("--fp32", default=str(naming.onnx_path("fp32")))
-    q.add_argument("--out", default=str(naming.onnx_path("int8")))
+    q = sub.add_parser("quantize", help="calibrate and write the INT8 Q/DQ ONNX", formatter_class=HelpFormatter,
+                       epilog=examples("python -m calibration quantize --fp32-fallback",
+                                       "python -m calibration quantize --source video.mp4 --every 5 --count 500",
+                                       "python -m calibration quantize --reuse-ranges --method percentile --percentile 99.99"))
+    q.add_argument("--fp32", default=str(naming.onnx_path("fp32")), help="the FP32 ONNX")
+    q.add_argument("--out", default=str(naming.onnx_path("int8")), help="the INT8 Q/DQ ONNX to write")
     q.add_argument("--source", default="synthetic", help="'synthetic', an image folder or a video file")
     q.add_argument("--count", type=int, default=DEFAULT_CALIBRATION_FRAMES, help="calibration frames")
-    q.add_argument("--method", default=DEFAULT_METHOD, choices=METHODS)
+    q.add_argument("--method", default=DEFAULT_METHOD, choices=METHODS, help="how activation ranges are chosen")
     q.add_argument("--percentile", type=float, default=DEFAULT_PERCENTILE, help="for --method percentile")
     q.add_argument("--reuse-ranges", action="store_true", help="re-quantize from the saved ranges, no recalibration")
     q.add_argument("--fp32-fallback", action="store_true",
                    help="keep the most accuracy-sensitive Conv layers in FP32 until --fallback-target is met")
     q.add_argument("--fallback-target", type=float, default=0.985, help="IoU vs FP32 on calibration frames")
-    q.add_argument("--max-fp32-layers", type=int, default=3)
+    q.add_argument("--max-fp32-layers", type=int, default=3, help="at most this many layers kept FP32")
     add_source(q)
     q.set_defaults(func=cmd_quantize)
 
-    e = sub.add_parser("evaluate", help="accuracy of each model against the first (FP32) and the ground truth")
-    e.add_argument("models", nargs="*", default=[str(naming.onnx_path(p)) for p in naming.PRECISIONS])
+    e = sub.add_parser("evaluate", help="accuracy of each model against the first (FP32) and the ground truth",
+                       formatter_class=HelpFormatter,
+                       epilog=examples("python -m calibration evaluate --compare-methods",
+                                       "python -m calibration evaluate out/unet_fp32.onnx out/unet_int8.onnx --data my_set/"))
+    e.add_argument("models", nargs="*", default=[str(naming.onnx_path(p)) for p in naming.PRECISIONS],
+                   help="ONNX models; the first (FP32) is the reference")
     e.add_argument("--data", default="synthetic", help="'synthetic' (held-out test split) or a folder with images/ and masks/")
     e.add_argument("--count", type=int, default=200, help="evaluation images")
-    e.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD)
+    e.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD, help="probability above which a pixel is salt")
     e.add_argument("--compare-methods", action="store_true", help="also quantize with entropy, percentile and min-max and compare")
-    e.add_argument("--calibration-source", default="synthetic")
-    e.add_argument("--calibration-count", type=int, default=DEFAULT_CALIBRATION_FRAMES)
-    e.add_argument("--percentile", type=float, default=DEFAULT_PERCENTILE)
-    e.add_argument("--methods-dir", default=str(naming.artifacts_dir() / "methods"))
-    e.add_argument("--json", default=str(naming.accuracy_report_path()))
-    e.add_argument("--figure", default=str(naming.artifacts_dir() / "accuracy_worst.png"))
+    e.add_argument("--calibration-source", default="synthetic", help="for --compare-methods")
+    e.add_argument("--calibration-count", type=int, default=DEFAULT_CALIBRATION_FRAMES, help="for --compare-methods")
+    e.add_argument("--percentile", type=float, default=DEFAULT_PERCENTILE, help="for the percentile method")
+    e.add_argument("--methods-dir", default=str(naming.artifacts_dir() / "methods"), help="where --compare-methods writes")
+    e.add_argument("--json", default=str(naming.accuracy_report_path()), help="the accuracy report")
+    e.add_argument("--figure", default=str(naming.artifacts_dir() / "accuracy_worst.png"), help="worst cases, side by side")
     e.add_argument("--strict", action="store_true", help="exit non-zero when a precision target is missed")
     add_source(e)
     e.set_defaults(func=cmd_evaluate)

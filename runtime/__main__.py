@@ -15,6 +15,11 @@ COMMANDS = {
 def usage() -> str:
     lines = ["usage: python -m runtime {demo,bench} [options]   (--help after a command for its options)", ""]
     lines += [f"  {name:<6} {text}" for name, text in COMMANDS.items()]
+    lines += ["", "examples:",
+              "  python -m runtime demo --serve 8090 --loop      # watch the synthetic video at http://127.0.0.1:8090/",
+              "  python -m runtime demo --source video.mp4 --output out.mp4 --save-masks masks/",
+              "  python -m runtime bench --streaming",
+              "  python -m runtime demo --help                   # every option, with its default"]
     return "\n".join(lines)
 
 

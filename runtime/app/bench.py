@@ -27,7 +27,7 @@ from runtime.app.sources import SyntheticSource
 from runtime.app.stats import percentiles
 from runtime.backends.base import Runner
 from runtime.data.synthetic import SaltVideo
-from runtime.errors import UserError, add_debug_option, run_cli
+from runtime.errors import HelpFormatter, UserError, add_debug_option, examples, run_cli
 from runtime.factory import open_runner
 from runtime.naming import accuracy_report_path, artifacts_dir, default_candidates, discover_models
 from runtime.postprocess import probabilities_to_mask
@@ -220,17 +220,21 @@ def write_chart(rows: list[dict], path: Path, title: str) -> None:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m runtime bench", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m runtime bench", description=__doc__, formatter_class=HelpFormatter,
+                                epilog=examples(
+                                    "python -m runtime bench                                  # every model in $ARTIFACTS",
+                                    "python -m runtime bench --streaming                      # + pipeline vs sequential FPS",
+                                    "python -m runtime bench mine.onnx artifacts/unet_int8.engine --batch-sizes 1,8"))
     p.add_argument("models", nargs="*", help=f"engines and ONNX files; default: those of {', '.join(default_candidates())} present")
     p.add_argument("--batch-sizes", default="1,4", help="comma-separated")
-    p.add_argument("--iterations", type=int, default=50)
-    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--iterations", type=int, default=50, help="timed runs per model and batch size")
+    p.add_argument("--warmup", type=int, default=5, help="untimed runs first")
     p.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads")
     p.add_argument("--frame-size", default="640x480", help="WxH of the frames fed to preprocessing")
     p.add_argument("--streaming", action="store_true", help="also measure pipeline / model-only / sequential FPS")
-    p.add_argument("--stream-frames", type=int, default=150)
-    p.add_argument("--accuracy", default=str(accuracy_report_path()))
-    p.add_argument("--out-dir", default=str(artifacts_dir() / "bench"))
+    p.add_argument("--stream-frames", type=int, default=150, help="synthetic frames per --streaming run")
+    p.add_argument("--accuracy", default=str(accuracy_report_path()), help="accuracy report whose columns join the table")
+    p.add_argument("--out-dir", default=str(artifacts_dir() / "bench"), help="where bench.json/.csv/.png go")
     add_debug_option(p)
     return p
 
