@@ -192,6 +192,9 @@ def test_sink_choice(tmp_path):
         assert open_sinks(stack) == []  # headless
     with pytest.raises(UserError, match="video"):
         open_sinks(ExitStack(), output=str(tmp_path / "a.txt"))
+    with pytest.raises(UserError, match="--save-masks"):  # checked before the overlay folder is made
+        open_sinks(ExitStack(), output=str(tmp_path / "overlays"), masks=str(tmp_path / "m.txt"))
+    assert not (tmp_path / "overlays").exists()
 
 
 def test_demo_command_end_to_end(tiny_model_dir, tmp_path):
@@ -221,6 +224,8 @@ def test_demo_picks_the_best_model_present(tiny_model_dir, tmp_path):
     (["--source", "bogus://x"], "unknown source scheme"),
     (["--model", "/no/model.onnx"], "make onnx"),
     (["--threshold", "2"], "threshold"),
+    (["--serve", "host:"], "--serve host:"),
+    (["--save-masks", "masks.txt"], "--save-masks masks.txt"),
 ])
 def test_demo_bad_input_is_one_line(tiny_model_dir, args, fragment):
     base = ["--model", str(tiny_model_dir / "unet_fp32.onnx")] if "--model" not in args else []

@@ -145,20 +145,27 @@ class TeeSink(FrameSink):
         return "\n".join(s.report() for s in self.sinks) or FrameSink.description
 
 
-def open_file_sink(output: str, fps: float | None, masks: bool = False) -> FrameSink:
-    """A video name (.mp4, .avi, .mkv, .mov) -> a video; a name without a suffix -> a folder of PNGs."""
-    path = Path(output)
-    option = "--save-masks" if masks else "--output"
-    if path.suffix.lower() in VIDEO_SUFFIXES:
-        return VideoFileSink(path, fps or 30.0, masks)
-    if path.suffix:
+def is_video_name(output: str, option: str) -> bool:
+    """A video name (.mp4, .avi, .mkv, .mov) -> True; a name without a suffix (a folder) -> False."""
+    suffix = Path(output).suffix.lower()
+    if suffix and suffix not in VIDEO_SUFFIXES:
         raise UserError(f"{option} {output}: give a video ({', '.join(VIDEO_SUFFIXES)}) or a folder for PNG images")
-    return ImageFolderSink(path, masks)
+    return bool(suffix)
+
+
+def open_file_sink(output: str, fps: float | None, masks: bool = False) -> FrameSink:
+    if is_video_name(output, "--save-masks" if masks else "--output"):
+        return VideoFileSink(output, fps or 30.0, masks)
+    return ImageFolderSink(output, masks)
 
 
 def open_sinks(stack: ExitStack, output: str | None = None, masks: str | None = None, display: bool = False,
                fps: float | None = None) -> List[FrameSink]:
-    """Open each requested sink into `stack` (which closes them, also when a later one fails to open)."""
+    """Open each requested sink into `stack` (which closes them, also when a later one fails to open).
+    Every name is checked before anything is created."""
+    for name, option in ((output, "--output"), (masks, "--save-masks")):
+        if name:
+            is_video_name(name, option)
     sinks: List[FrameSink] = []
     if output:
         sinks.append(stack.enter_context(open_file_sink(output, fps)))
