@@ -97,7 +97,7 @@ gpu-test: $(STAMP) $(FP32) $(FP16) $(INT8)
 	REQUIRE_GPU=1 $(PY) -m pytest -q -m gpu tests
 
 typecheck: $(STAMP)
-	$(PY) -m mypy build_engine/builder.py build_engine/precision.py calibration/trt_calibrator.py runtime/backends/trt.py runtime/backends/cuda_mem.py runtime/manifest.py
+	$(PY) -m mypy build_engine/builder.py build_engine/trt_config.py build_engine/trt_api.py build_engine/precision.py calibration/trt_calibrator.py runtime/backends/trt.py runtime/backends/trt_io.py runtime/backends/trt_slots.py runtime/backends/cuda_mem.py runtime/backends/cuda_graph.py runtime/manifest.py
 
 clean:
 	rm -rf $(ARTIFACTS)
