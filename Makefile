@@ -73,7 +73,11 @@ $(FP16): $(FP32)
 $(INT8): $(FP32)
 	$(PY) -m calibration quantize --fp32 $< --out $@ --fp32-fallback
 
-onnx: $(FP32) $(FP16) $(INT8)
+MASKS := $(ARTIFACTS)/unet_fp32_mask.onnx $(ARTIFACTS)/unet_fp16_mask.onnx $(ARTIFACTS)/unet_int8_mask.onnx
+$(ARTIFACTS)/%_mask.onnx: $(ARTIFACTS)/%.onnx
+	$(PY) -m calibration mask $< --out $@
+
+onnx: $(FP32) $(FP16) $(INT8) $(MASKS)
 
 demo: $(FP32) $(FP16) $(INT8)
 	$(PY) -m runtime demo --source synthetic:// --output $(ARTIFACTS)/demo.mp4 --summary-json $(ARTIFACTS)/demo.json
@@ -82,7 +86,7 @@ bench: $(FP32) $(FP16) $(INT8)
 	$(PY) -m runtime bench --streaming
 
 # On the device: TensorRT and pycuda required (the command says what to install otherwise).
-engine: $(FP32) $(FP16) $(INT8)
+engine: $(FP32) $(FP16) $(INT8) $(MASKS)
 	$(PY) -m build_engine engine --onnx $(FP32) --precision fp16
 	$(PY) -m build_engine engine --onnx $(FP32) --precision int8
 
@@ -90,11 +94,13 @@ accuracy: $(FP32) $(FP16) $(INT8)
 	$(PY) -m calibration evaluate $(FP32) $(FP16) $(INT8) --compare-methods
 
 test: $(STAMP)
-	$(PY) -m pytest -q -m "not gpu" tests
+	$(PY) -m pytest -q -m "not gpu and not cuda" tests
 
 # On a Jetson or GPU desktop with TensorRT and pycuda: fails (does not skip) if either is missing.
-gpu-test: $(STAMP) $(FP32) $(FP16) $(INT8)
-	REQUIRE_GPU=1 $(PY) -m pytest -q -m gpu tests
+# Uses the small ONNX models shipped in tests/data (or GPU_TEST_ONNX=your_fp32.onnx) and only the
+# runtime set (numpy, OpenCV, ONNX Runtime, pytest, TensorRT, pycuda): no training, no TensorFlow.
+gpu-test:
+	REQUIRE_GPU=1 $(PY) -m pytest -q -s -m "gpu or cuda" tests
 
 typecheck: $(STAMP)
 	$(PY) -m mypy build_engine/builder.py build_engine/trt_config.py build_engine/trt_api.py build_engine/precision.py calibration/trt_calibrator.py runtime/backends/trt.py runtime/backends/trt_io.py runtime/backends/trt_slots.py runtime/backends/cuda_mem.py runtime/backends/cuda_graph.py runtime/manifest.py

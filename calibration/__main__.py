@@ -31,6 +31,14 @@ def cmd_fp16(args) -> None:
     print(f"wrote {out} (FP16 weights and activations, float32 input/output, Sigmoid in FP32)")
 
 
+def cmd_mask(args) -> None:
+    from calibration.mask_variant import write_mask_variant
+
+    for model in args.onnx:
+        out = write_mask_variant(model, args.out if len(args.onnx) == 1 else None, args.threshold)
+        print(f"wrote {out} (uint8 mask output: probabilities >= {args.threshold} inside the model)")
+
+
 def quantize_one(fp32: Path, out: Path, method: str, percentile: float, frames: FrameSet | None, spec, reuse: bool,
                  fallback_target: float | None = None, max_fp32_layers: int = 3) -> dict:
     """Calibrate (or reuse the saved ranges), optionally keep the most sensitive layers in FP32, write the model."""
@@ -149,6 +157,12 @@ def parser() -> argparse.ArgumentParser:
     f.add_argument("--fp32", default=str(naming.onnx_path("fp32")), help="the FP32 ONNX")
     f.add_argument("--out", default=str(naming.onnx_path("fp16")), help="the FP16 ONNX to write")
     f.set_defaults(func=cmd_fp16)
+
+    m = sub.add_parser("mask", help="the _mask variant of ONNX models: threshold inside, uint8 mask output")
+    m.add_argument("onnx", nargs="+", help="probability models, e.g. artifacts/unet_fp16.onnx")
+    m.add_argument("--out", help="output path (one model only; default <stem>_mask.onnx beside it)")
+    m.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD)
+    m.set_defaults(func=cmd_mask)
 
     def add_source(sp):
         sp.add_argument("--seed", type=int, default=0, help="sampling / synthetic seed")

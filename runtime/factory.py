@@ -15,6 +15,9 @@ def open_runner(path: Union[str, Path], threads: Optional[int] = None, **engine_
     if path.suffix.lower() == ".onnx":
         from runtime.backends.onnxrt import OnnxRunner
 
+        if engine_options:
+            raise UserError(f"{', '.join(sorted(engine_options))} apply to TensorRT engines, not to {path.name}")
+
         return OnnxRunner(path, threads=threads)
     if is_engine(path):
         from runtime.backends.trt import TensorRTRunner  # lazy: needs TensorRT, pycuda and a GPU
@@ -23,12 +26,12 @@ def open_runner(path: Union[str, Path], threads: Optional[int] = None, **engine_
     raise UserError(f"don't know how to run {path}: expected .onnx or one of {', '.join(ENGINE_SUFFIXES)}")
 
 
-def open_first(paths: List[Path], threads: Optional[int] = None) -> Tuple[Runner, str]:
+def open_first(paths: List[Path], threads: Optional[int] = None, **engine_options) -> Tuple[Runner, str]:
     """Open the first model of `paths` that works here; returns the runner and why it was chosen."""
     skipped = []
     for path in paths:
         try:
-            runner = open_runner(path, threads=threads)
+            runner = open_runner(path, threads=threads, **(engine_options if is_engine(path) else {}))
         except UserError as exc:
             skipped.append(f"{path.name} ({str(exc).split(';')[0]})")
             continue

@@ -26,6 +26,11 @@ RECIPE = "unet.recipe"
 # The link from a precision variant to the FP32 ONNX it was derived from: its file name and sha256.
 SOURCE_MODEL = "unet.source_model"
 SOURCE_SHA256 = "unet.source_sha256"
+# What the single output holds: probabilities (float32, the default when absent) or the uint8 mask
+# of the `_mask` variant, thresholded inside the model at MASK_THRESHOLD.
+OUTPUT_KIND = "unet.output_kind"
+OUTPUT_PROBABILITIES, OUTPUT_MASK = "probabilities", "mask_uint8"
+MASK_THRESHOLD = "unet.mask_threshold"
 
 BACKENDS = ("any", "onnxruntime", "tensorrt")
 _METADATA_FIELD = 14  # ModelProto.metadata_props in onnx.proto

@@ -1,4 +1,10 @@
-"""THE postprocessing: model probabilities -> a uint8 {0,1} mask at the frame's size."""
+"""THE postprocessing: model output -> a uint8 {0,1} mask at the frame's size.
+
+Two kinds of model output: float probabilities (resized, then thresholded: smooth edges at any
+frame size), or the uint8 mask of a `_mask` model/engine, thresholded inside the model at the
+model's size and then resized with nearest-neighbour (threshold-before-resize: edges step at the
+model's pixel grid, and the threshold is the model's, recorded in its metadata).
+"""
 from __future__ import annotations
 
 import cv2
@@ -18,3 +24,14 @@ def probabilities_to_mask(probabilities: np.ndarray, height: int, width: int, th
     if prob.shape != (height, width):
         prob = cv2.resize(prob, (width, height), interpolation=cv2.INTER_LINEAR)
     return (prob > threshold).astype(np.uint8)
+
+
+def output_to_mask(output: np.ndarray, height: int, width: int, threshold: float = DEFAULT_THRESHOLD) -> np.ndarray:
+    """Any model output (probabilities, or a uint8/bool mask) -> (height, width) uint8 mask in {0,1}."""
+    if output.dtype in (np.uint8, np.bool_):
+        mask = np.asarray(output).reshape(output.shape[-2:]).view(np.uint8) if output.dtype == np.bool_ else \
+            np.asarray(output).reshape(output.shape[-2:])
+        if mask.shape != (height, width):
+            mask = cv2.resize(mask, (width, height), interpolation=cv2.INTER_NEAREST)
+        return mask
+    return probabilities_to_mask(output, height, width, threshold)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 from contextlib import ExitStack
+from pathlib import Path
 from typing import Sequence
 
 from runtime.app.live import DEFAULT_HOST, LiveSink
@@ -18,7 +19,7 @@ from runtime.app.stats import RunStats, format_summary
 from runtime.errors import HelpFormatter, UserError, add_debug_option, examples, run_cli
 from runtime.factory import open_first, open_runner
 from runtime.files import atomic_write_text
-from runtime.naming import artifacts_dir, default_candidates, discover_models
+from runtime.naming import artifacts_dir, default_candidates, discover_models, is_engine
 from runtime.postprocess import DEFAULT_THRESHOLD
 
 EXAMPLES = examples(
@@ -58,8 +59,24 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--sequential", action="store_true", help="one frame at a time, no pipeline (the baseline)")
     p.add_argument("--no-hud", action="store_true", help="no text over the frames")
     p.add_argument("--summary-json", help="also write the end-of-run summary as JSON")
+    add_engine_options(p)
     add_debug_option(p)
     return p
+
+
+def add_engine_options(p: argparse.ArgumentParser) -> None:
+    """TensorRT runner switches (ignored for .onnx models); each part of the GPU data path can be turned off."""
+    g = p.add_argument_group("TensorRT engines")
+    g.add_argument("--allow-host-code", action="store_true",
+                   help="load a version-compatible engine (it embeds the lean runtime: only for engines you built or trust)")
+    g.add_argument("--buffer-sets", type=int, choices=(1, 2), default=2, help="2: upload of frame N+1 overlaps compute of N")
+    g.add_argument("--no-cuda-graph", action="store_true", help="plain execute_async_v3 instead of CUDA graph replay")
+    g.add_argument("--no-mapped-memory", action="store_true", help="Jetson: copy through page-locked buffers, not zero-copy")
+
+
+def engine_options(args: argparse.Namespace) -> dict:
+    return {"allow_host_code": args.allow_host_code, "buffer_sets": args.buffer_sets,
+            "cuda_graphs": not args.no_cuda_graph, "mapped_memory": not args.no_mapped_memory}
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -67,10 +84,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     if not 0 < args.threshold < 1:
         raise UserError(f"--threshold must lie in (0, 1), not {args.threshold}")
     with ExitStack() as stack:
+        options = engine_options(args)
         if args.model:
-            runner, why = open_runner(args.model, threads=args.threads), "given"
+            model_options = options if is_engine(Path(args.model)) else {}
+            runner, why = open_runner(args.model, threads=args.threads, **model_options), "given"
         else:
-            runner, why = open_first(discover_models(artifacts_dir()), args.threads)
+            runner, why = open_first(discover_models(artifacts_dir()), args.threads, **options)
         stack.enter_context(runner)
         source = stack.enter_context(LoopingSource(args.source) if args.loop else open_source(args.source))
         if not source.live and (args.realtime or args.serve or args.display):
@@ -88,12 +107,16 @@ def main(argv: Sequence[str] | None = None) -> None:
               f"output: {sink.description}", flush=True)
         if args.serve:
             print(f"live view: {live.url}  (Ctrl-C ends the run)", flush=True)
+        if getattr(source, "decoder", None):
+            print(f"decode: {source.decoder}", flush=True)
         if args.sequential:
             run_sequential(source, runner, sink, args.threshold, args.max_frames, hud=not args.no_hud, stats=stats)
         else:
             Pipeline(source, runner, sink, args.threshold, args.max_frames, hud=not args.no_hud, stats=stats).run()
     print(format_summary(stats, runner.describe()))
     print("outputs:\n  " + sink.report().replace("\n", "\n  "))
+    for note in getattr(runner, "notes", []):  # e.g. CUDA graph fallback (TensorRT runner)
+        print(note)
     if args.summary_json:
         atomic_write_text(args.summary_json, json.dumps({"model": runner.describe(), "source": source.description,
                                                          "sequential": args.sequential, "outputs": sink.report().splitlines(),

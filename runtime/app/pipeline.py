@@ -18,7 +18,7 @@ import numpy as np
 
 from runtime.app.overlay import draw_hud, draw_mask, draw_truth
 from runtime.app.stats import RunStats
-from runtime.postprocess import DEFAULT_THRESHOLD, probabilities_to_mask
+from runtime.postprocess import DEFAULT_THRESHOLD, output_to_mask
 from runtime.preprocess import preprocess
 from runtime.backends.base import Runner
 from runtime.app.sinks import FrameSink, Rendered
@@ -56,11 +56,25 @@ class FrameProcessor:
             self.stats.device_ms.setdefault(stage, []).append(ms)
         return Inferred(frame, probabilities)
 
+    def submit(self, frame: Frame) -> None:
+        """Overlapped path (TensorRT runner): preprocess straight into its page-locked buffer and launch."""
+        t0 = time.perf_counter()
+        self.runner.submit([frame.image])  # type: ignore[attr-defined]
+        self.timed("preprocess", t0)  # preprocessing into pinned memory + the asynchronous launch
+
+    def collect(self, frame: Frame) -> Inferred:
+        t0 = time.perf_counter()
+        output = self.runner.collect()[0]  # type: ignore[attr-defined]
+        self.timed("infer", t0)  # what is left of the GPU work after the overlap
+        for stage, ms in self.runner.last_timings_ms.items():
+            self.stats.device_ms.setdefault(stage, []).append(ms)
+        return Inferred(frame, output)
+
     def render(self, item: Inferred) -> Rendered:
         t0 = time.perf_counter()
         frame = item.frame
         height, width = frame.image.shape[:2]
-        mask = probabilities_to_mask(item.probabilities, height, width, self.threshold)
+        mask = output_to_mask(item.probabilities, height, width, self.threshold)
         frame_iou = None
         if frame.truth is not None and frame.truth.shape == mask.shape:
             frame_iou = self.stats.add_truth(mask, frame.truth)
@@ -99,9 +113,11 @@ class FrameProcessor:
 
 class Pipeline:
     def __init__(self, source: FrameSource, runner: Runner, sink: FrameSink, threshold: float = DEFAULT_THRESHOLD,
-                 max_frames: int | None = None, queue_size: int = 2, hud: bool = True, stats: RunStats | None = None):
+                 max_frames: int | None = None, queue_size: int = 2, hud: bool = True, stats: RunStats | None = None,
+                 overlap: bool = True):
         self.source, self.sink, self.max_frames = source, sink, max_frames
         self.stats = stats if stats is not None else RunStats()
+        self.overlap = overlap  # a runner with submit/collect (TensorRT): keep two batches in flight
         self.processor = FrameProcessor(runner, self.stats, threshold, hud)
         # A live source keeps one frame in hand: the newest wins, stale ones are dropped.
         self._frames: queue.Queue = queue.Queue(maxsize=1 if source.live else queue_size)
@@ -171,11 +187,40 @@ class Pipeline:
         finally:
             target.put(_END)
 
+    def _infer_overlapped(self) -> None:
+        """Frame N+1 is submitted (preprocessed into the free buffer set, uploaded) before frame N is
+        collected, so its upload overlaps N's compute; same draining rules as _stage."""
+        pending: deque[Frame] = deque()
+        depth = getattr(self.processor.runner, "buffer_sets", 1)
+        failed = False
+        try:
+            while (item := self._frames.get()) is not _END:
+                if failed:
+                    continue
+                try:
+                    self.processor.submit(item)
+                    pending.append(item)
+                    if len(pending) >= depth:
+                        self._inferred.put(self.processor.collect(pending.popleft()))
+                except BaseException as exc:
+                    failed = True
+                    self._fail(exc)
+            while pending and not failed:
+                self._inferred.put(self.processor.collect(pending.popleft()))
+        except BaseException as exc:
+            self._fail(exc)
+        finally:
+            self._inferred.put(_END)
+
     def run(self) -> RunStats:
         """Run to the end of the source (or Ctrl-C / a closed window). The caller owns (and closes) the sink."""
+        overlapped = self.overlap and hasattr(self.processor.runner, "submit")
+        infer = (threading.Thread(target=self._infer_overlapped, name="infer", daemon=True) if overlapped else
+                 threading.Thread(target=self._stage, args=(self._frames, self._inferred, self.processor.infer),
+                                  name="infer", daemon=True))
         threads = [
             threading.Thread(target=self._capture, name="capture", daemon=True),
-            threading.Thread(target=self._stage, args=(self._frames, self._inferred, self.processor.infer), name="infer", daemon=True),
+            infer,
             threading.Thread(target=self._stage, args=(self._inferred, self._rendered, self.processor.render), name="render", daemon=True),
         ]
         for thread in threads:

@@ -139,6 +139,7 @@ class TensorRTRunner(Runner):
             self._slots.append(Slot(trt, self._engine, self.io, output_shape, mapped, graphs, cuda_graphs, why_no_graph,
                                     self._teardown))
         self._ring = SlotRing(buffer_sets)
+        self.buffer_sets = buffer_sets
         self.mode = {"buffer_sets": buffer_sets, "mapped_memory": mapped, "output": self.output_kind,
                      "graphs": self._slots[0].graph.mode}
         if why_no_graph:

@@ -10,12 +10,15 @@ Buffers are sized for the output at the profile's MAX input shape.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Sequence, Tuple
 
 import numpy as np
 
 from runtime.errors import UserError
 from runtime.preprocess import InputSpec
+
+if TYPE_CHECKING:
+    import tensorrt
 
 Shape = Tuple[int, ...]
 
@@ -26,7 +29,7 @@ def dims_to_shape(dims) -> Shape:
     return tuple(int(dims[i]) for i in range(len(dims)))
 
 
-def as_dims(trt, shape: Sequence[int]):
+def as_dims(trt, shape: Sequence[int]) -> "tensorrt.Dims":
     """A shape as trt.Dims: the stubs type set_shape()/set_input_shape() arguments as Dims (narrower
     than the bindings, which take any int sequence); Dims(list) exists in 8.5 to 11.x."""
     return trt.Dims([int(v) for v in shape])
@@ -50,7 +53,7 @@ class EngineIO:
     @property
     def output_kind(self) -> str:
         """uint8 output: the engine thresholds inside (the `_mask` ONNX variant); else probabilities."""
-        return "mask" if np.dtype(self.output_dtype) == np.uint8 else "probabilities"
+        return "mask" if np.dtype(self.output_dtype) in (np.uint8, np.bool_) else "probabilities"
 
     def input_shape(self, batch: int) -> Shape:
         shape = (batch, self.spec.channels, self.spec.height, self.spec.width)

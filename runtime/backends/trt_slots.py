@@ -116,7 +116,7 @@ class Slot:
         timings = self.timer.elapsed_ms()
         assert self.output_shape is not None
         view = output_view(self.output.host, self.output_shape)
-        dtype = np.uint8 if view.dtype == np.uint8 else np.float32
+        dtype = np.uint8 if view.dtype in (np.uint8, np.bool_) else np.float32
         return view.astype(dtype, copy=True), timings
 
     def compute_only_ms(self, iterations: int) -> float:
