@@ -58,6 +58,10 @@ class VideoFileSink(FrameSink):
         self.frames = 0
         self.path.parent.mkdir(parents=True, exist_ok=True)
 
+    def report(self) -> str:
+        encoder = getattr(self, "encoder", None)  # set when the writer opens: Jetson NVENC or software
+        return super().report() + (f", encoded in {encoder}" if encoder else "")
+
     def _fourcc(self) -> int:
         suffix = self.path.suffix.lower()
         if self.masks and suffix in (".mkv", ".avi"):
@@ -68,7 +72,13 @@ class VideoFileSink(FrameSink):
         image = mask_image(out.mask) if self.masks else out.image
         if self._writer is None:
             height, width = image.shape[:2]
-            self._writer = cv2.VideoWriter(str(self.path), self._fourcc(), self.fps, (width, height), not self.masks)
+            from runtime.app.hw_codec import open_hw_writer  # Jetson NVENC where present, else software
+
+            self._writer, why = (None, "mask videos stay lossless") if self.masks else \
+                open_hw_writer(str(self.path), self.fps, (width, height))
+            self.encoder = "nvv4l2h264enc (Jetson hardware)" if self._writer is not None else f"software ({why})"
+            if self._writer is None:
+                self._writer = cv2.VideoWriter(str(self.path), self._fourcc(), self.fps, (width, height), not self.masks)
             if not self._writer.isOpened():
                 raise UserError(f"OpenCV cannot write {self.path}: use a .mp4 or .avi name in a writable folder")
         self._writer.write(image)

@@ -102,8 +102,9 @@ class CaptureSource(FrameSource):
     """OpenCV VideoCapture: files losslessly; live sources with reconnects when they drop."""
 
     def __init__(self, target, description: str, live: bool, api: int = cv2.CAP_ANY, truth_path: Path | None = None,
-                 reconnects: int = 3):
+                 reconnects: int = 3, hardware: bool = False):
         self._target, self._api, self.live, self.description = target, api, live, description
+        self._hardware, self.decoder = hardware, "OpenCV"  # hardware: try Jetson NVDEC first (hw_codec)
         self._reconnects = reconnects
         self._index = 0
         # Everything that can fail without a capture comes first: nothing is left open on error.
@@ -118,6 +119,14 @@ class CaptureSource(FrameSource):
             self._capture = self._open()
 
     def _open(self):
+        if self._hardware:
+            from runtime.app.hw_codec import open_hw_capture
+
+            hw_capture, why = open_hw_capture(str(self._target), self.description)
+            self._hardware = hw_capture is not None  # decided once; reconnects reuse the choice
+            self.decoder = "nvv4l2decoder (Jetson hardware)" if hw_capture is not None else f"software ({why})"
+            if hw_capture is not None:
+                return hw_capture
         capture = cv2.VideoCapture(self._target, self._api)
         if not capture.isOpened():
             capture.release()
@@ -189,7 +198,7 @@ def open_source(uri: str) -> FrameSource:
         require_gstreamer("a GStreamer pipeline")
         return CaptureSource(uri, "GStreamer pipeline", live=True, api=cv2.CAP_GSTREAMER)
     if re.match(r"^(rtsp|rtsps|rtmp|http|https|udp|tcp)://", uri):
-        return CaptureSource(uri, f"stream {uri}", live=True, api=cv2.CAP_FFMPEG)
+        return CaptureSource(uri, f"stream {uri}", live=True, api=cv2.CAP_FFMPEG, hardware=uri.startswith("rtsp"))
     if uri.isdigit() or re.match(r"^/dev/video\d+$", uri):
         target = int(uri) if uri.isdigit() else uri
         return CaptureSource(target, f"camera {uri}", live=True, api=cv2.CAP_V4L2 if uri.startswith("/dev/") else cv2.CAP_ANY)
@@ -206,7 +215,7 @@ def open_source(uri: str) -> FrameSource:
     if path.is_file():
         masks = Path(str(path) + ".masks.npz")
         return CaptureSource(str(path), f"video {path}", live=False, api=cv2.CAP_FFMPEG,
-                             truth_path=masks if masks.is_file() else None)
+                             truth_path=masks if masks.is_file() else None, hardware=True)
     raise UserError(f"source {uri!r} does not exist; use one of: {'; '.join(SUPPORTED)}")
 
 
