@@ -29,7 +29,7 @@ from runtime.backends.base import Runner
 from runtime.data.synthetic import SaltVideo
 from runtime.errors import HelpFormatter, UserError, add_debug_option, examples, run_cli
 from runtime.factory import open_runner
-from runtime.naming import accuracy_report_path, artifacts_dir, default_candidates, discover_models
+from runtime.naming import accuracy_report_path, artifacts_dir, default_candidates, discover_models, is_engine
 from runtime.postprocess import probabilities_to_mask
 from runtime.preprocess import preprocess_batch
 
@@ -235,6 +235,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--stream-frames", type=int, default=150, help="synthetic frames per --streaming run")
     p.add_argument("--accuracy", default=str(accuracy_report_path()), help="accuracy report whose columns join the table")
     p.add_argument("--out-dir", default=str(artifacts_dir() / "bench"), help="where bench.json/.csv/.png go")
+    p.add_argument("--allow-host-code", action="store_true", help="load version-compatible engines (built by you)")
     add_debug_option(p)
     return p
 
@@ -266,6 +267,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         accuracy_columns(rows, Path(args.accuracy))
         stream = streaming(runners[0][0], args.stream_frames, width, height) if args.streaming else None
     print(table(rows))
+    trt_rows = []
+    for path in (p for p in paths if is_engine(p)):  # the GPU data path per runner mode (TensorRT only)
+        from runtime.app import bench_trt
+
+        trt_rows += bench_trt.bench_engine_modes(path, frames, args.iterations, args.warmup, args.allow_host_code)
+    if trt_rows:
+        print("\nTensorRT data path per mode (ms; e2e/frame with frames in and masks out, overlapped):")
+        print(bench_trt.table(trt_rows))
     if stream:
         print(f"\nstreaming {stream['size']} x {stream['frames']} frames with {stream['model']}: model-only "
               f"{stream['model_only_fps']:.1f} FPS, pipeline {stream['pipeline_fps']:.1f} FPS "
@@ -275,7 +284,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "bench.json").write_text(json.dumps({"machine": machine, "frame_size": args.frame_size, "iterations": args.iterations,
                                                 "warmup": args.warmup, "threads": args.threads, "results": rows,
-                                                "streaming": stream, "measured_at": time.strftime("%Y-%m-%d %H:%M:%S")}, indent=1))
+                                                "streaming": stream, "tensorrt_modes": trt_rows, "measured_at": time.strftime("%Y-%m-%d %H:%M:%S")}, indent=1))
     write_csv(rows, out / "bench.csv")
     write_chart(rows, out / "bench.png", f"{machine['cpu']} / GPU {machine.get('gpu') or 'none'}")
     print(f"wrote {out / 'bench.json'}, {out / 'bench.csv'}, {out / 'bench.png'}")
