@@ -144,8 +144,6 @@ class TensorRTRunner(Runner):
                      "graphs": self._slots[0].graph.mode}
         if why_no_graph:
             self.notes.append(why_no_graph)
-        if mapped_memory and not mapped:
-            self.notes.append("mapped (zero-copy) memory off: discrete GPU, page-locked copies instead")
 
     def _drop_runtime(self) -> None:
         self._runtime = None

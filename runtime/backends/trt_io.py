@@ -101,20 +101,21 @@ def resolved_output_shape(trt, context, io: EngineIO, input_shape: Shape) -> Sha
 
 
 def max_output_shape(trt, context, io: EngineIO) -> Shape:
-    """The output at the profile's MAX input (what the output buffers are sized for)."""
-    max_input = (io.max_batch, io.spec.channels, io.spec.height, io.spec.width)
-    return resolved_output_shape(trt, context, io, max_input)
+    """The output at the profile's MAX input shape (what the output buffers are sized for, like the input's)."""
+    return resolved_output_shape(trt, context, io, io.max_shape)
 
 
 def volume(shape: Shape) -> int:
     return int(np.prod(shape, dtype=np.int64))
 
 
-def output_view(host: np.ndarray, shape: Shape) -> np.ndarray:
-    """The first volume(shape) elements of a buffer sized for the largest output, as `shape`."""
+def leading_view(host: np.ndarray, shape: Shape) -> np.ndarray:
+    """The first volume(shape) elements of a buffer sized for the profile's largest shape, as a
+    contiguous `shape` array: what TensorRT reads/writes at the current shape (for dynamic H/W a
+    slice [:N] of the (maxN, C, maxH, maxW) array would not be)."""
     count = volume(shape)
     flat = host.reshape(-1)
     if count > flat.size:
-        raise RuntimeError(f"output {shape} does not fit the buffer allocated for the profile's largest ({flat.size})")
+        raise RuntimeError(f"shape {shape} does not fit the buffer allocated for the profile's largest ({flat.size})")
     return flat[:count].reshape(shape)
 

@@ -15,11 +15,11 @@ import numpy as np
 
 from runtime.backends import cuda_mem
 from runtime.backends.cuda_graph import DriverGraphs, GraphSlot
-from runtime.backends.trt_io import EngineIO, Shape, output_view, resolved_output_shape, volume
+from runtime.backends.trt_io import EngineIO, Shape, leading_view, resolved_output_shape, volume
 
 
 class SlotRing:
-    """Free slots are handed out in turn; batches are collected in the order they were submitted."""
+    """Free slots are handed out most-recently-freed first; batches are collected in submission order."""
 
     def __init__(self, count: int):
         if count < 1:
@@ -52,7 +52,7 @@ class SlotRing:
     def collected(self, index: int) -> None:
         head, _ = self._in_flight.popleft()
         assert head == index, "batches are collected in submission order"
-        self._free.append(index)
+        self._free.appendleft(index)  # most recently used first: synchronous use stays on one slot (one graph)
 
 
 class Slot:
@@ -89,7 +89,8 @@ class Slot:
     def host_input(self, batch: int) -> np.ndarray:
         """The page-locked (or mapped) input rows for `batch` frames: preprocess straight into them."""
         self.set_batch(batch)
-        return self.input.host[:batch]
+        assert self.shape is not None
+        return leading_view(self.input.host, self.shape)
 
     def set_batch(self, batch: int) -> None:
         shape = self.io.input_shape(batch)
@@ -115,7 +116,7 @@ class Slot:
         """Wait for this slot's batch; a copy of its output (the slot is reused) and its stage times."""
         timings = self.timer.elapsed_ms()
         assert self.output_shape is not None
-        view = output_view(self.output.host, self.output_shape)
+        view = leading_view(self.output.host, self.output_shape)
         dtype = np.uint8 if view.dtype in (np.uint8, np.bool_) else np.float32
         return view.astype(dtype, copy=True), timings
 
