@@ -144,7 +144,7 @@ def test_integrated_gpus_use_mapped_memory_without_copies(monkeypatch, tmp_path)
     install_pycuda(monkeypatch, cuda)
     runner, _ = open_runner(monkeypatch, tmp_path)
     with runner:
-        assert runner.mode["mapped_memory"] and runner._slots[0].input.device is None
+        assert runner.mode["mapped_memory"] and runner._slots[0].input.device_memory is None
         runner.infer_frames(frames(1))
         assert not cuda.events("htod_async") and not cuda.events("dtoh_async")
     cuda_off = FakeCuda(integrated=True)

@@ -145,10 +145,10 @@ class HostDeviceBuffer:
 
     def __init__(self, shape: Tuple[int, ...], dtype, mapped: bool = False):
         self.pinned = PinnedArray(shape, dtype, mapped)
-        self.device: Optional[DeviceBuffer] = None
+        self.device_memory: Optional[DeviceBuffer] = None
         try:
             if not mapped:
-                self.device = DeviceBuffer(self.host.nbytes)
+                self.device_memory = DeviceBuffer(self.host.nbytes)
         except BaseException:
             self.pinned.free()
             raise
@@ -168,12 +168,12 @@ class HostDeviceBuffer:
 
     @property
     def pointer(self) -> int:
-        return self.pinned.device_pointer if self.mapped else self.device.pointer  # type: ignore[union-attr]
+        return self.pinned.device_pointer if self.mapped else self.device_memory.pointer  # type: ignore[union-attr]
 
     def free(self) -> None:
         """Device allocation first, then the pinned host array (both idempotent)."""
-        if self.device is not None:
-            self.device.free()
+        if self.device_memory is not None:
+            self.device_memory.free()
         self.pinned.free()
 
 
