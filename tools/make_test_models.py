@@ -1,0 +1,59 @@
+"""Make the small ONNX models shipped in tests/data for `make gpu-test` (which then needs no TensorFlow).
+
+    .venv/bin/python tools/make_test_models.py [--out tests/data]
+
+A tiny UNet of this project (64x64x1, start_neurons 4, a few epochs on the synthetic salt data),
+exported and converted by the project's own code: unet_fp32/fp16/int8.onnx (INT8 = TensorRT-style
+Q/DQ), their `_mask` variants (threshold inside, uint8 output) and dynamic/unet_fp32.onnx (dynamic
+height/width). tests/test_shipped_models.py
+checks on the CPU that the shipped files still agree with each other and with what the code makes.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+SIZE, START_NEURONS, CALIBRATION_FRAMES = 64, 4, 96
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default=str(Path(__file__).resolve().parent.parent / "tests" / "data"))
+    args = parser.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    from build_engine.export_onnx import export
+    from build_engine.train import TrainConfig, train
+    from calibration.dataset import synthetic_set
+    from calibration.fp16 import convert_fp16
+    from calibration.mask_variant import write_mask_variant
+    from calibration.qdq import quantize_int8
+    from runtime.preprocess import InputSpec
+
+    with tempfile.TemporaryDirectory() as tmp:
+        keras_path = Path(tmp) / "unet.keras"
+        # Long enough to get past the all-background phase this BatchNorm-free UNet starts in.
+        cfg = TrainConfig(size=SIZE, start_neurons=START_NEURONS, train_count=1600, val_count=64, epochs=14, batch_size=8,
+                          lr_decay=0.85, patience=6, max_minutes=8.0)
+        train(cfg, keras_path)
+        export(keras_path, out / "unet_fp32.onnx")
+        export(keras_path, out / "dynamic" / "unet_fp32.onnx", dynamic_size=True)  # dynamic H/W, for --min/--max-size
+    convert_fp16(out / "unet_fp32.onnx", out / "unet_fp16.onnx")
+    spec = InputSpec(SIZE, SIZE, 1)
+    quantize_int8(out / "unet_fp32.onnx", out / "unet_int8.onnx",
+                  synthetic_set(CALIBRATION_FRAMES, spec, "calib").tensors(spec), ranges_path=Path(tempfile.mkdtemp()) / "r.json")
+    for precision in ("fp32", "fp16", "int8"):
+        write_mask_variant(out / f"unet_{precision}.onnx")
+    for path in sorted(out.rglob("*.onnx")):
+        print(f"{path} {path.stat().st_size / 1e3:.0f} kB")
+
+
+if __name__ == "__main__":
+    main()
