@@ -57,7 +57,11 @@ def add_engine_arguments(p: argparse.ArgumentParser) -> None:
                    help="any of unet_{fp32,fp16,int8}.onnx: the variant the TensorRT version needs is picked beside it")
     p.add_argument("--precision", default="fp16", choices=PRECISIONS, help="the engine's precision")
     p.add_argument("--out", help="engine path (default: artifacts/unet_<precision>.engine)")
-    p.add_argument("--typing", default="auto", choices=MODES, help="auto: weak on 8.x, strong on 10.x and 11.x; 10.x may choose either")
+    p.add_argument("--typing", default="auto", choices=MODES,
+                   help="auto: weak on 8.x, strong on 10.x and 11.x; 10.x may choose either; DLA builds are weak (FP16/INT8 flags)")
+    p.add_argument("--output", default="mask", choices=("mask", "probabilities"),
+                   help="mask: build from the <stem>_<precision>_mask.onnx variant (threshold inside, uint8 out, "
+                        "a quarter of the D2H bytes); probabilities: the float32 model")
     p.add_argument("--calibrator", action="store_true", help="INT8 with the legacy entropy calibrator (8.5-10.x)")
     p.add_argument("--calibration-source", default="synthetic", help="'synthetic', an image folder or a video")
     p.add_argument("--calibration-count", type=int, default=300, help="frames for --calibrator")
@@ -65,11 +69,13 @@ def add_engine_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--opt-batch", type=int, default=1, help="optimization profile: the batch tuned for")
     p.add_argument("--max-batch", type=int, default=8, help="optimization profile: largest batch")
     p.add_argument("--min-size", type=int, help="dynamic-size ONNX only")
+    p.add_argument("--opt-size", type=int, help="dynamic-size ONNX only (default: --max-size)")
     p.add_argument("--max-size", type=int, help="dynamic-size ONNX only")
     p.add_argument("--workspace-mib", type=int, default=1024, help="builder workspace memory limit")
     p.add_argument("--optimization-level", type=int, default=3, choices=range(6), help="builder optimization level 0-5")
     p.add_argument("--timing-cache", default=str(naming.artifacts_dir() / "timing.cache"), help="reused across builds")
-    p.add_argument("--dla-core", type=int, help="Jetson DLA core (GPU fallback on)")
+    p.add_argument("--dla-core", type=int, help="Jetson DLA core (GPU fallback on; static profile min=opt=max; "
+                                                "TensorRT 8.5-10.x, weakly typed)")
     p.add_argument("--version-compatible", action="store_true", help="loadable by newer TensorRT and by tensorrt_lean")
 
 
@@ -77,10 +83,10 @@ def build_options(args: argparse.Namespace, out: Path) -> "BuildOptions":
     from build_engine.builder import BuildOptions
 
     return BuildOptions(
-        precision=args.precision, mode=args.typing, calibrator=args.calibrator,
+        precision=args.precision, mode=args.typing, output=args.output, calibrator=args.calibrator,
         calibration_cache=out.with_suffix(".calib.cache"), calibration_source=args.calibration_source,
         calibration_count=args.calibration_count, min_batch=args.min_batch, opt_batch=args.opt_batch,
-        max_batch=args.max_batch, min_size=args.min_size, max_size=args.max_size, workspace_mib=args.workspace_mib,
+        max_batch=args.max_batch, min_size=args.min_size, opt_size=args.opt_size, max_size=args.max_size, workspace_mib=args.workspace_mib,
         optimization_level=args.optimization_level, timing_cache=Path(args.timing_cache) if args.timing_cache else None,
         dla_core=args.dla_core, version_compatible=args.version_compatible,
     )
