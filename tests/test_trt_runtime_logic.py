@@ -170,7 +170,8 @@ def test_version_compatible_engines_need_an_explicit_allow(cuda, monkeypatch, tm
 
 
 def test_dla_core_is_set_on_the_runtime_before_deserializing(cuda, monkeypatch, tmp_path):
-    runner, log = open_runner(monkeypatch, tmp_path, manifest_extra={"flags": {"dla_core": 1}})
+    runner, log = open_runner(monkeypatch, tmp_path, manifest_extra={"flags": {"dla_core": 1}}, driver=FakeDriver())
+    assert runner.mode["graphs"] == "enqueue" and any("DLA engine" in n for n in runner.notes)
     runner.close()
     names = [e for e, _ in log]
     assert ("Runtime.DLA_core", 1) in log and names.index("Runtime.DLA_core") < names.index("deserialize")

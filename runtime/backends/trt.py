@@ -108,6 +108,7 @@ class TensorRTRunner(Runner):
         if allow_host_code:
             self._runtime.engine_host_code_allowed = True  # the user's explicit choice, never the sidecar's
         dla_core = (manifest.get("flags") or {}).get("dla_core")
+        self._dla = dla_core is not None
         if dla_core is not None:
             self._runtime.DLA_core = int(dla_core)  # before deserializing, as NVIDIA's samples do
         self._engine = self._runtime.deserialize_cuda_engine(self.path.read_bytes())
@@ -127,8 +128,12 @@ class TensorRTRunner(Runner):
 
         assert self._gpu is not None
         mapped = mapped_memory and self._gpu.integrated
+        if cuda_graphs and self._dla:  # conservative: capturing DLA tasks is not documented for these versions
+            cuda_graphs, dla_note = False, "CUDA graph off: DLA engine (capture of DLA work not attempted); plain enqueue"
+        else:
+            dla_note = ""
         driver = import_cuda_driver() if cuda_graphs else None
-        why_no_graph = ("CUDA graph off (cuda_graphs=False)" if not cuda_graphs else
+        why_no_graph = (dla_note or "CUDA graph off (cuda_graphs=False)" if not cuda_graphs else
                         "CUDA graph off: cuda-python is not installed (`pip install cuda-python`); plain enqueue"
                         if driver is None else "")
         graphs = DriverGraphs(driver) if driver is not None else None
