@@ -11,7 +11,7 @@ from runtime.metrics import pooled_iou
 from runtime.preprocess import InputSpec, preprocess_batch
 
 DATA = ROOT / "tests" / "data"
-MIN_IOU_VS_FP32 = {"fp16": 0.99, "int8": 0.97}
+MIN_IOU_VS_FP32 = {"fp16": 0.99, "int8": 0.98}  # the gates the GPU tests apply to TensorRT
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +29,7 @@ def run(path, batch):
 def test_the_shipped_fp32_model_is_trained(held_out):
     batch, masks = held_out
     probabilities = run(DATA / "unet_fp32.onnx", batch)
-    assert pooled_iou(probabilities[:, 0] > 0.5, masks > 0) > 0.5
+    assert pooled_iou(probabilities[:, 0] > 0.5, masks > 0) > 0.85  # measured 0.93 when made
 
 
 @pytest.mark.parametrize("precision", ["fp16", "int8"])

@@ -26,17 +26,20 @@ SIZE, START_NEURONS, CALIBRATION_FRAMES = 64, 8, 96
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent.parent / "tests" / "data"))
+    parser.add_argument("--keep-fp32", action="store_true", help="re-derive FP16/INT8/_mask from the FP32 models there")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if not args.keep_fp32:
+        train_and_export(out)
+    derive_variants(out)
+    for path in sorted(out.rglob("*.onnx")):
+        print(f"{path} {path.stat().st_size / 1e3:.0f} kB")
 
+
+def train_and_export(out: Path) -> None:
     from build_engine.export_onnx import export
     from build_engine.train import TrainConfig, train
-    from calibration.dataset import synthetic_set
-    from calibration.fp16 import convert_fp16
-    from calibration.mask_variant import write_mask_variant
-    from calibration.qdq import quantize_int8
-    from runtime.preprocess import InputSpec
 
     with tempfile.TemporaryDirectory() as tmp:
         keras_path = Path(tmp) / "unet.keras"
@@ -46,14 +49,24 @@ def main() -> None:
         train(cfg, keras_path)
         export(keras_path, out / "unet_fp32.onnx")
         export(keras_path, out / "dynamic" / "unet_fp32.onnx", dynamic_size=True)  # dynamic H/W, for --min/--max-size
+
+
+def derive_variants(out: Path) -> None:
+    from calibration.dataset import synthetic_set
+    from calibration.fp16 import convert_fp16
+    from calibration.mask_variant import write_mask_variant
+    from calibration.qdq import quantize_int8
+    from runtime.preprocess import InputSpec
+
     convert_fp16(out / "unet_fp32.onnx", out / "unet_fp16.onnx")
     spec = InputSpec(SIZE, SIZE, 1)
-    quantize_int8(out / "unet_fp32.onnx", out / "unet_int8.onnx",
-                  synthetic_set(CALIBRATION_FRAMES, spec, "calib").tensors(spec), ranges_path=Path(tempfile.mkdtemp()) / "r.json")
+    # Percentile calibration: on this small model entropy gave IoU 0.973 vs FP32 (below the 0.98 INT8
+    # gate the GPU tests apply), percentile keeps every layer INT8 above it (see README on methods).
+    with tempfile.TemporaryDirectory() as tmp:
+        quantize_int8(out / "unet_fp32.onnx", out / "unet_int8.onnx", synthetic_set(CALIBRATION_FRAMES, spec, "calib").tensors(spec),
+                      method="percentile", ranges_path=Path(tmp) / "ranges.json")
     for precision in ("fp32", "fp16", "int8"):
         write_mask_variant(out / f"unet_{precision}.onnx")
-    for path in sorted(out.rglob("*.onnx")):
-        print(f"{path} {path.stat().st_size / 1e3:.0f} kB")
 
 
 if __name__ == "__main__":
