@@ -20,8 +20,7 @@ from build_engine.precision import PRECISIONS, BuildPlan, plan_precision
 from build_engine.trt_config import (add_profile, configure, inspect_layers, load_timing_cache, network_flags,
                                      placement_line, save_timing_cache)
 from runtime.errors import UserError
-from runtime.files import atomic_write_bytes
-from runtime.files import sha256_file
+from runtime.files import atomic_write_bytes, sha256_file
 from runtime.manifest import write_manifest
 
 if TYPE_CHECKING:  # mypy checks every TensorRT name below against the 10.13 stubs

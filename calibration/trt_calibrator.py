@@ -122,7 +122,7 @@ def attach_entropy_calibrator(config: "trt.IBuilderConfig", profile: "trt.IOptim
     if usable == 0:
         raise UserError(f"calibration needs at least one full batch of {batch_size} frames")
     from runtime.backends.cuda_mem import HostDeviceBuffer
-    from runtime.manifest import sha256_file
+    from runtime.files import sha256_file
 
     key = cache_key(sha256_file(onnx_path), record["tensor_sha256"], trt_version)
     base = options.calibration_cache or onnx_path.with_name(onnx_path.stem + ".calib.cache")
