@@ -12,13 +12,13 @@ import platform
 import sys
 import time
 from contextlib import ExitStack
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Union
 
 from build_engine.precision import PRECISIONS, BuildPlan, plan_precision
-from build_engine.trt_config import (add_profile, configure, inspect_layers, load_timing_cache, network_flags,
-                                     placement_line, save_timing_cache)
+from build_engine.trt_config import (BuildOptions, add_profile, configure, inspect_layers, load_timing_cache,
+                                     network_flags, placement_line, save_timing_cache)
 from runtime.errors import UserError
 from runtime.files import atomic_write_bytes, sha256_file
 from runtime.manifest import write_manifest
@@ -33,6 +33,7 @@ INSTALL_HINT = (
     "The ONNX models (make onnx) are ready and run on the CPU with ONNX Runtime"
 )
 OUTPUTS = ("mask", "probabilities")
+__all__ = ["BuildOptions", "build", "describe_io", "import_tensorrt", "onnx_variant_path", "parse_onnx"]
 
 
 def import_tensorrt():
@@ -43,28 +44,6 @@ def import_tensorrt():
     if not hasattr(trt, "__version__"):  # an empty namespace package (e.g. stubs) is not TensorRT
         raise UserError(INSTALL_HINT)
     return trt
-
-
-@dataclass
-class BuildOptions:
-    precision: str = "fp16"
-    mode: str = "auto"
-    output: str = "mask"  # "mask": the ONNX variant thresholded inside (uint8 out); "probabilities"
-    calibrator: bool = False
-    calibration_cache: Optional[Path] = None
-    calibration_source: str = "synthetic"
-    calibration_count: int = 300
-    min_batch: int = 1
-    opt_batch: int = 1
-    max_batch: int = 8
-    min_size: Optional[int] = None  # only for ONNX with dynamic height/width
-    opt_size: Optional[int] = None
-    max_size: Optional[int] = None
-    workspace_mib: int = 1024
-    optimization_level: int = 3
-    timing_cache: Optional[Path] = None
-    dla_core: Optional[int] = None
-    version_compatible: bool = False
 
 
 def onnx_variant_path(onnx_path: Path, plan: BuildPlan, output: str = "probabilities") -> Path:

@@ -11,6 +11,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
 from build_engine.precision import BuildPlan, parse_version
@@ -21,7 +22,29 @@ from runtime.files import atomic_write_bytes
 if TYPE_CHECKING:  # mypy checks every TensorRT name below against the 10.13 stubs
     import tensorrt as trt
 
-    from build_engine.builder import BuildOptions
+
+@dataclass
+class BuildOptions:
+    """Everything `python -m build_engine engine` asks for (its arguments, one to one)."""
+
+    precision: str = "fp16"
+    mode: str = "auto"
+    output: str = "mask"  # "mask": the ONNX variant thresholded inside (uint8 out); "probabilities"
+    calibrator: bool = False
+    calibration_cache: Optional[Path] = None
+    calibration_source: str = "synthetic"
+    calibration_count: int = 300
+    min_batch: int = 1
+    opt_batch: int = 1
+    max_batch: int = 8
+    min_size: Optional[int] = None  # only for ONNX with dynamic height/width
+    opt_size: Optional[int] = None
+    max_size: Optional[int] = None
+    workspace_mib: int = 1024
+    optimization_level: int = 3
+    timing_cache: Optional[Path] = None
+    dla_core: Optional[int] = None
+    version_compatible: bool = False
 
 
 def trt_version() -> Tuple[int, int]:
@@ -65,7 +88,7 @@ def network_flags(plan: BuildPlan) -> int:
     return flags
 
 
-def configure(builder: "trt.Builder", config: "trt.IBuilderConfig", plan: BuildPlan, options: "BuildOptions") -> None:
+def configure(builder: "trt.Builder", config: "trt.IBuilderConfig", plan: BuildPlan, options: BuildOptions) -> None:
     import tensorrt as trt
 
     version = trt_version()
@@ -100,7 +123,7 @@ def configure_dla(builder: "trt.Builder", config: "trt.IBuilderConfig", core: Op
     config.set_flag(trt.BuilderFlag.GPU_FALLBACK)  # ConvTranspose and others may fall back to the GPU
 
 
-def profile_shapes(dims: List[int], options: "BuildOptions", dla: bool) -> Tuple[List[int], List[int], List[int], str]:
+def profile_shapes(dims: List[int], options: BuildOptions, dla: bool) -> Tuple[List[int], List[int], List[int], str]:
     """min/opt/max for one NCHW input; the DLA needs min = opt = max, so there every dimension is
     fixed to OPT (and the returned note says so)."""
     if not options.min_batch <= options.opt_batch <= options.max_batch:
@@ -127,7 +150,7 @@ def profile_shapes(dims: List[int], options: "BuildOptions", dla: bool) -> Tuple
 
 
 def add_profile(builder: "trt.Builder", network: "trt.INetworkDefinition", config: "trt.IBuilderConfig",
-                options: "BuildOptions", dla: bool = False) -> Dict[str, Any]:
+                options: BuildOptions, dla: bool = False) -> Dict[str, Any]:
     """One optimization profile for the dynamic batch (and height/width if dynamic)."""
     import tensorrt as trt
 

@@ -39,7 +39,7 @@ def test_codec_from_fourcc():
 
 
 def test_without_gstreamer_files_decode_and_encode_in_software_and_say_why(tmp_path, monkeypatch):
-    monkeypatch.setattr("runtime.app.sources.opencv_has_gstreamer", lambda: False)
+    monkeypatch.setattr(hw_codec, "opencv_has_gstreamer", lambda: False)
     video = tmp_path / "in clip.mp4"
     with VideoFileSink(video, 10) as sink:
         for i in range(3):
@@ -51,7 +51,7 @@ def test_without_gstreamer_files_decode_and_encode_in_software_and_say_why(tmp_p
 
 
 def test_with_gstreamer_but_no_nvidia_element_the_software_path_is_kept(monkeypatch):
-    monkeypatch.setattr("runtime.app.sources.opencv_has_gstreamer", lambda: True)
+    monkeypatch.setattr(hw_codec, "opencv_has_gstreamer", lambda: True)
     monkeypatch.setattr(hw_codec, "gstreamer_element_exists", lambda name: False)
     capture, why = hw_codec.open_hw_capture("clip.mp4", "video clip.mp4")
     assert capture is None and "no nvv4l2decoder element" in why

@@ -9,6 +9,7 @@ the decoder, nvvidconv to BGRx in system memory, videoconvert to BGR for OpenCV.
 """
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from functools import lru_cache
@@ -75,10 +76,14 @@ def gstreamer_element_exists(name: str) -> bool:
         return False
 
 
+def opencv_has_gstreamer() -> bool:
+    info = cv2.getBuildInformation()
+    match = re.search(r"GStreamer:\s*(\w+)", info)
+    return bool(match and match.group(1).upper() == "YES")
+
+
 def hardware_available(element: str) -> Tuple[bool, str]:
     """(usable, why not): OpenCV with GStreamer and the NVIDIA element present."""
-    from runtime.app.sources import opencv_has_gstreamer
-
     if not opencv_has_gstreamer():
         return False, "OpenCV has no GStreamer"
     if not gstreamer_element_exists(element):

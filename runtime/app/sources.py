@@ -17,6 +17,7 @@ from urllib.parse import parse_qs, urlparse
 import cv2
 import numpy as np
 
+from runtime.app.hw_codec import open_hw_capture, opencv_has_gstreamer
 from runtime.data.images import IMAGE_SUFFIXES, load_folder, load_mask, read_image
 from runtime.errors import Closeable, UserError
 from runtime.data.synthetic import SaltVideo, load_video_masks
@@ -120,8 +121,6 @@ class CaptureSource(FrameSource):
 
     def _open(self):
         if self._hardware:
-            from runtime.app.hw_codec import open_hw_capture
-
             hw_capture, why = open_hw_capture(str(self._target), self.description)
             self._hardware = hw_capture is not None  # decided once; reconnects reuse the choice
             self.decoder = "nvv4l2decoder (Jetson hardware)" if hw_capture is not None else f"software ({why})"
@@ -158,12 +157,6 @@ class CaptureSource(FrameSource):
 
     def close(self) -> None:
         self._capture.release()
-
-
-def opencv_has_gstreamer() -> bool:
-    info = cv2.getBuildInformation()
-    match = re.search(r"GStreamer:\s*(\w+)", info)
-    return bool(match and match.group(1).upper() == "YES")
 
 
 def require_gstreamer(what: str) -> None:
