@@ -158,10 +158,13 @@ def parser() -> argparse.ArgumentParser:
     f.add_argument("--out", default=str(naming.onnx_path("fp16")), help="the FP16 ONNX to write")
     f.set_defaults(func=cmd_fp16)
 
-    m = sub.add_parser("mask", help="the _mask variant of ONNX models: threshold inside, uint8 mask output")
+    m = sub.add_parser("mask", help="the _mask variant of ONNX models: threshold inside, uint8 mask output",
+                       formatter_class=HelpFormatter,
+                       epilog=examples("python -m calibration mask artifacts/unet_fp16.onnx artifacts/unet_int8.onnx",
+                                       "python -m calibration mask mine.onnx --out mine_mask.onnx --threshold 0.4"))
     m.add_argument("onnx", nargs="+", help="probability models, e.g. artifacts/unet_fp16.onnx")
     m.add_argument("--out", help="output path (one model only; default <stem>_mask.onnx beside it)")
-    m.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD)
+    m.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD, help="mask = probability >= this")
     m.set_defaults(func=cmd_mask)
 
     def add_source(sp):

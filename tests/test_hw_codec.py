@@ -4,8 +4,8 @@ import cv2
 import numpy as np
 
 from runtime.app import hw_codec
-from runtime.app.sinks import VideoFileSink
-from runtime.app.sources import open_source
+from runtime.app.sinks import Rendered, VideoFileSink
+from runtime.app.sources import Frame, open_source
 
 
 def test_file_pipeline_uses_nvv4l2decoder_with_the_right_demuxer_and_parser():
@@ -43,8 +43,10 @@ def test_without_gstreamer_files_decode_and_encode_in_software_and_say_why(tmp_p
     video = tmp_path / "in clip.mp4"
     with VideoFileSink(video, 10) as sink:
         for i in range(3):
-            sink.write(np.full((32, 48, 3), i * 40, np.uint8))
+            image = np.full((32, 48, 3), i * 40, np.uint8)
+            sink.write(Rendered(image, Frame(i, image), np.zeros((32, 48), np.uint8)))
     assert sink.encoder.startswith("software (OpenCV has no GStreamer")
+    assert "encoded in software" in sink.report()
     with open_source(str(video)) as source:
         assert source.decoder == "software (OpenCV has no GStreamer)"
         assert source.read() is not None
