@@ -1,6 +1,6 @@
 """Builder logic that needs no GPU, driven through stand-ins for TensorRT's objects.
 
-`VersionedTensorRT` (tests/trt_standins.py) holds only the names build_engine/trt_api.py lists for
+`VersionedTensorRT` (tests/trt_builder_standins.py) holds only the names build_engine/trt_api.py lists for
 one version, so running the configuration code against 8.5, 8.6, 10.3, 10.13 and 11.4 proves it
 touches no name that version lacks (per the table; the table itself is checked against the stubs
 and the real 11.4 bindings in test_tensorrt_static.py). The stand-ins record calls; they are not
@@ -17,7 +17,8 @@ from build_engine.trt_api import CHECKED_VERSIONS
 from calibration.trt_calibrator import cache_key, keyed_cache_path, read_keyed_cache, write_keyed_cache
 from runtime.errors import UserError
 from runtime.manifest import check_manifest, check_onnx_unchanged, manifest_path, read_manifest, write_manifest
-from trt_standins import FakeDims, VersionedTensorRT
+from trt_builder_standins import VersionedTensorRT
+from trt_standins import FakeDims
 
 
 @pytest.fixture
