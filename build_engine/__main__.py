@@ -36,27 +36,63 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> None:
-    from build_engine.export_onnx import export
+    from build_engine.export_onnx import ExportOptions, export
 
-    report = export(args.model, args.out, opset=args.opset, dynamic_size=args.dynamic_size)
+    options = ExportOptions(
+        opset=args.opset, dynamic_size=args.dynamic_size, input_size=parse_size(args.input_size),
+        scale=parse_numbers("--input-scale", args.input_scale), offset=parse_numbers("--input-offset", args.input_offset),
+        color_order=args.color_order, threshold=args.threshold, output_kind=args.output_kind,
+    )
+    report = export(args.model, args.out, options)
     size = "dynamic HxW" if report.dynamic_size else f"{report.spec.height}x{report.spec.width}"
-    print(f"wrote {report.path}: NCHW input 'image' (batch dynamic, {size}, {report.spec.channels} ch), output 'mask'; "
-          f"max |Keras - ONNX Runtime| = {report.max_abs_diff:.2e}")
+    output = "probabilities" if report.output_kind == "probabilities" else "probabilities: Sigmoid appended to the model's logits"
+    logits = f", logits {report.max_abs_diff_logits:.2e}" if report.max_abs_diff_logits is not None else ""
+    print(f"wrote {report.path} from {report.source}: NCHW input 'image' (batch dynamic, {size}, {report.spec.channels} ch, "
+          f"{report.spec.describe_contract()}), output 'mask' ({output}), threshold {report.threshold:g}; "
+          f"max |model - ONNX Runtime| = {report.max_abs_diff:.2e}{logits}")
+
+
+def parse_size(text: str | None) -> tuple[int, int] | None:
+    """`HxW` or `N` (square)."""
+    if text is None:
+        return None
+    try:
+        parts = [int(v) for v in text.lower().split("x")]
+    except ValueError:
+        parts = []
+    if len(parts) not in (1, 2):
+        raise UserError(f"--input-size must be HxW or N (e.g. 128x128), not {text!r}")
+    return (parts[0], parts[-1])
+
+
+def parse_numbers(option: str, text: str) -> tuple[float, ...]:
+    """One number or one per channel, comma-separated; fractions such as 1/255 allowed."""
+    from fractions import Fraction
+
+    try:
+        return tuple(float(Fraction(v.strip())) for v in text.split(","))
+    except (ValueError, ZeroDivisionError):
+        raise UserError(f"{option} must be a number or comma-separated numbers (fractions like 1/255 allowed), "
+                        f"not {text!r}") from None
 
 
 def cmd_engine(args: argparse.Namespace) -> None:
-    from build_engine.builder import build
+    from build_engine.builder import build, fp32_source, import_tensorrt
 
     onnx = Path(args.onnx)
-    out = Path(args.out) if args.out else onnx.with_name(f"unet_{args.precision}.engine")
+    if onnx.is_file():  # a missing ONNX is said first (fp32_source); then a missing TensorRT, before reading the model
+        import_tensorrt()
+    # Named after the model (its FP32 ONNX's stem): mine.onnx -> mine_fp16.engine.
+    out = Path(args.out) if args.out else naming.engine_path_for(fp32_source(onnx), args.precision)
     build(onnx, out, build_options(args, out))
 
 
 def add_engine_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--onnx", default=str(naming.onnx_path("fp32")),
-                   help="any of unet_{fp32,fp16,int8}.onnx: the variant the TensorRT version needs is picked beside it")
+                   help="your FP32 ONNX (or any of its variants): the variant the TensorRT version needs is found "
+                        "beside it by the link it records, its precision and output kind read from its metadata")
     p.add_argument("--precision", default="fp16", choices=PRECISIONS, help="the engine's precision")
-    p.add_argument("--out", help="engine path (default: artifacts/unet_<precision>.engine)")
+    p.add_argument("--out", help="engine path (default: <model>_<precision>.engine beside the FP32 ONNX)")
     p.add_argument("--typing", default="auto", choices=MODES,
                    help="auto: weak on 8.x, strong on 10.x and 11.x; 10.x may choose either; DLA builds are weak (FP16/INT8 flags)")
     p.add_argument("--output", default="mask", choices=("mask", "probabilities"),
@@ -121,14 +157,27 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=0, help="data and initialisation seed")
     t.set_defaults(func=cmd_train)
 
-    e = sub.add_parser("export", help="Keras -> ONNX with tf2onnx, checked against Keras", formatter_class=HelpFormatter,
+    e = sub.add_parser("export", help="your Keras model (.keras, .h5, SavedModel folder) -> ONNX, checked against it",
+                       formatter_class=HelpFormatter,
                        epilog=examples("python -m build_engine export",
-                                       "python -m build_engine export --model mine.keras --out out/unet_fp32.onnx --dynamic-size"))
-    e.add_argument("--model", default=str(naming.keras_model_path()), help="a Keras UNet (.keras)")
+                                       "python -m build_engine export --model mine.keras --out out/unet_fp32.onnx --dynamic-size",
+                                       "python -m build_engine export --model 'my model.h5' --out out/mine.onnx --color-order rgb "
+                                       "--input-scale 1/255 --input-offset 0",
+                                       "python -m build_engine export --model saved_model_dir/ --out out/mine.onnx --output-kind logits"))
+    e.add_argument("--model", default=str(naming.keras_model_path()), help="a .keras or .h5 file or a SavedModel folder")
     e.add_argument("--out", default=str(naming.onnx_path("fp32")), help="the FP32 ONNX to write")
     e.add_argument("--opset", type=int, default=17, help="ONNX opset")
     e.add_argument("--dynamic-size", action="store_true",
                    help="dynamic height/width too (adds shape arithmetic around each ConvTranspose)")
+    e.add_argument("--input-size", help="HxW the runtime resizes frames to; needed when the model's input size is dynamic")
+    c = e.add_argument_group("preprocessing contract (recorded in the ONNX, applied by the runtime)")
+    c.add_argument("--input-scale", default="2/255", help="tensor = pixel * scale + offset; one number or one per channel, "
+                                                           "fractions allowed ([-1, 1]: 2/255 and -1; [0, 1]: 1/255 and 0)")
+    c.add_argument("--input-offset", default="-1", help="one number or one per channel")
+    c.add_argument("--color-order", choices=("bgr", "rgb"), help="channel order of a 3-channel model (bgr if not given)")
+    c.add_argument("--threshold", type=float, default=0.5, help="probability above which a pixel is foreground")
+    c.add_argument("--output-kind", default="auto", choices=("auto", "probabilities", "logits"),
+                   help="what the model outputs; auto reads its last op (sigmoid or linear)")
     e.set_defaults(func=cmd_export)
 
     g = sub.add_parser("engine", help="ONNX -> TensorRT engine + manifest (needs TensorRT and a GPU)",

@@ -16,9 +16,10 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Union
 
-from build_engine.precision import PRECISIONS, BuildPlan, plan_precision
+from build_engine.precision import BuildPlan, plan_precision
 from build_engine.trt_config import (BuildOptions, add_profile, configure, inspect_layers, load_timing_cache,
                                      network_flags, placement_line, save_timing_cache)
+from runtime import metadata, naming
 from runtime.errors import UserError
 from runtime.files import atomic_write_bytes, sha256_file
 from runtime.manifest import write_manifest
@@ -46,23 +47,43 @@ def import_tensorrt():
     return trt
 
 
+def fp32_source(onnx_path: Path) -> Path:
+    """The FP32 probability ONNX that `onnx_path` is, or that it records as its source
+    (`unet.source_sha256`). An ONNX without precision metadata (made by another tool) is taken as FP32.
+    """
+    onnx_path = Path(onnx_path)
+    if not onnx_path.is_file():
+        raise UserError(f"ONNX model {onnx_path} does not exist; copy it from the workstation (or run `make onnx` there)")
+    meta = metadata.read_onnx_metadata(onnx_path)
+    precision = metadata.precision_of(meta)
+    source = meta.get(metadata.SOURCE_SHA256)
+    if precision in (None, "fp32") and source is None and metadata.output_kind_of(meta) == metadata.OUTPUT_PROBABILITIES:
+        return onnx_path
+    found = [e.path for e in naming.index_models(onnx_path.parent)  # FP32 ones, and ones without metadata
+             if not e.is_engine and e.precision in ("fp32", "unknown") and e.output_kind == metadata.OUTPUT_PROBABILITIES
+             and source is not None and sha256_file(e.path) == source]
+    if not found:
+        raise UserError(f"{onnx_path} is the {precision} variant of {meta.get(metadata.SOURCE_MODEL, 'an FP32 model')}, which is "
+                        f"not beside it; copy that FP32 ONNX into {onnx_path.parent} and pass it with --onnx")
+    return found[0]
+
+
 def onnx_variant_path(onnx_path: Path, plan: BuildPlan, output: str = "probabilities") -> Path:
-    """The ONNX the plan needs beside the one given: <stem>_<fp32|fp16|int8>[_mask].onnx."""
+    """The ONNX the plan needs: the variant of `onnx_path`'s FP32 model at the plan's precision and
+    output kind, found by the link each variant records to that model and by its metadata (precision,
+    output kind), never by its file name."""
     if output not in OUTPUTS:
         raise UserError(f"output must be one of {', '.join(OUTPUTS)}, not {output!r}")
-    stem = onnx_path.stem
-    if stem.endswith("_mask"):
-        stem = stem[: -len("_mask")]
-    suffix = "_mask" if output == "mask" else ""
-    for precision in PRECISIONS:
-        if stem.endswith(f"_{precision}"):
-            wanted = onnx_path.with_name(stem[: -len(precision)] + plan.onnx_variant + suffix + onnx_path.suffix)
-            break
-    else:
-        wanted = onnx_path.with_name(stem + suffix + onnx_path.suffix)
-    if not wanted.is_file():
-        extra = " (or pass --output probabilities)" if output == "mask" else ""
-        raise UserError(f"{plan.how} needs {wanted}, which does not exist; run `make onnx`{extra}")
+    fp32 = fp32_source(onnx_path)
+    kind = metadata.OUTPUT_MASK if output == "mask" else metadata.OUTPUT_PROBABILITIES
+    wanted = naming.find_variant(fp32, plan.onnx_variant, ("tensorrt", "any"), output_kind=kind)
+    if wanted is None:
+        default = naming.variant_path(fp32, plan.onnx_variant)
+        name = default.with_name(f"{default.stem}_mask.onnx").name if output == "mask" else default.name
+        extra = " or pass --output probabilities" if output == "mask" else ""
+        raise UserError(f"{plan.how} needs the {plan.onnx_variant}{' mask' if output == 'mask' else ''} variant of {fp32.name} "
+                        f"(e.g. {name}, made from this very file), and none is in {fp32.parent}; copy it from the "
+                        f"workstation (or run `make onnx` there){extra}")
     return wanted
 
 
@@ -80,8 +101,7 @@ def input_spec_of(onnx_path: Path) -> Optional[Dict[str, int]]:
 
 def build(onnx_path: Union[str, Path], engine_path: Union[str, Path], options: BuildOptions) -> dict:
     onnx_path, engine_path = Path(onnx_path), Path(engine_path)
-    if not onnx_path.is_file():
-        raise UserError(f"ONNX model {onnx_path} does not exist; run `make onnx`")
+    fp32 = fp32_source(onnx_path)
     import_tensorrt()  # the one clear message when TensorRT is missing
     import tensorrt as trt
 
@@ -108,7 +128,9 @@ def build(onnx_path: Union[str, Path], engine_path: Union[str, Path], options: B
         "precision": options.precision,
         "precision_how": plan.how,
         "plan": asdict(plan),
-        "onnx": {"path": str(source), "sha256": sha256_file(source)},
+        "onnx": {"path": str(source), "sha256": sha256_file(source), "source_sha256": sha256_file(fp32)},
+        # The model's preprocessing contract and threshold, read back by the runtime (runtime.manifest.apply_contract).
+        "contract": metadata.contract_entries(metadata.read_onnx_metadata(source)),
         "output_kind": options.output,
         "input_spec": input_spec_of(source),
         "io": facts["io"],

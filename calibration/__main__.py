@@ -11,7 +11,6 @@ from calibration.dataset import (DEFAULT_CALIBRATION_FRAMES, FrameSet, check_cal
 from calibration.qdq import DEFAULT_METHOD, DEFAULT_PERCENTILE, METHODS
 from runtime import metadata, naming
 from runtime.errors import HelpFormatter, UserError, add_debug_option, examples, run_cli
-from runtime.postprocess import DEFAULT_THRESHOLD
 from runtime.backends.onnxrt import OnnxRunner
 
 
@@ -36,7 +35,8 @@ def cmd_mask(args) -> None:
 
     for model in args.onnx:
         out = write_mask_variant(model, args.out if len(args.onnx) == 1 else None, args.threshold)
-        print(f"wrote {out} (uint8 mask output: probabilities >= {args.threshold} inside the model)")
+        threshold = metadata.read_onnx_metadata(out).get(metadata.MASK_THRESHOLD)
+        print(f"wrote {out} (uint8 mask output: probabilities >= {threshold} inside the model)")
 
 
 def quantize_one(fp32: Path, out: Path, method: str, percentile: float, frames: FrameSet | None, spec, reuse: bool,
@@ -94,6 +94,7 @@ def cmd_evaluate(args) -> None:
         raise UserError("the first model is the FP32 reference and must be an ONNX file (e.g. artifacts/unet_fp32.onnx)")
     with OnnxRunner(models[0]) as runner:
         spec = runner.spec
+        threshold = runner.threshold if args.threshold is None else args.threshold  # the model's own by default
     frames = frames_from(args.data, args.count, "test", spec, args.seed, args.every)
     overlap_checked = []
     for model in models:
@@ -114,10 +115,10 @@ def cmd_evaluate(args) -> None:
         models += [p for p in method_rows.values() if p not in models]
         overlap_checked += [p.name for p in method_rows.values()]
 
-    results = ev.evaluate(models, frames, args.threshold)
+    results = ev.evaluate(models, frames, threshold)
     gate_list = ev.gates(results)
     print()
-    print(f"accuracy on {frames.description} ({len(frames)} images; reference {results[0].name}; threshold {args.threshold}):")
+    print(f"accuracy on {frames.description} ({len(frames)} images; reference {results[0].name}; threshold {threshold:g}):")
     print(ev.table(results))
     if overlap_checked:
         print(f"calibration/evaluation overlap: 0 images (checked for {', '.join(overlap_checked)})")
@@ -134,7 +135,7 @@ def cmd_evaluate(args) -> None:
             print(f"{method:<11} {r.iou_vs_ref:11.4f} {gt} {r.max_abs_diff:8.4f}")
     figure = ev.write_figure(args.figure, frames, results)
     report = ev.write_report(args.json, results, gate_list, frames, {
-        "threshold": args.threshold, "overlap_checked": overlap_checked,
+        "threshold": threshold, "overlap_checked": overlap_checked,
         "method_comparison": {m: p.stem for m, p in method_rows.items()},
     })
     print(f"\nwrote {report} and {figure}")
@@ -164,7 +165,8 @@ def parser() -> argparse.ArgumentParser:
                                        "python -m calibration mask mine.onnx --out mine_mask.onnx --threshold 0.4"))
     m.add_argument("onnx", nargs="+", help="probability models, e.g. artifacts/unet_fp16.onnx")
     m.add_argument("--out", help="output path (one model only; default <stem>_mask.onnx beside it)")
-    m.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD, help="mask = probability >= this")
+    m.add_argument("--threshold", type=float, help="mask = probability >= this (the model's own if not given: its "
+                                                  "metadata, 0.5 for older exports)")
     m.set_defaults(func=cmd_mask)
 
     def add_source(sp):
@@ -197,7 +199,8 @@ def parser() -> argparse.ArgumentParser:
                    help="ONNX models; the first (FP32) is the reference")
     e.add_argument("--data", default="synthetic", help="'synthetic' (held-out test split) or a folder with images/ and masks/")
     e.add_argument("--count", type=int, default=200, help="evaluation images")
-    e.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD, help="probability above which a pixel is salt")
+    e.add_argument("--threshold", type=float, help="probability above which a pixel is foreground (each model's own if not "
+                                                  "given: its metadata, 0.5 for older exports)")
     e.add_argument("--compare-methods", action="store_true", help="also quantize with entropy, percentile and min-max and compare")
     e.add_argument("--calibration-source", default="synthetic", help="for --compare-methods")
     e.add_argument("--calibration-count", type=int, default=DEFAULT_CALIBRATION_FRAMES, help="for --compare-methods")

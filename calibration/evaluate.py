@@ -16,7 +16,7 @@ import numpy as np
 from calibration.dataset import FrameSet
 from runtime.errors import UserError
 from runtime.metrics import agreement, dice_from_iou, per_image_iou, pooled_iou
-from runtime.postprocess import DEFAULT_THRESHOLD, probabilities_to_mask
+from runtime.postprocess import probabilities_to_mask
 from runtime.preprocess import preprocess_batch
 from runtime.factory import open_runner
 
@@ -49,9 +49,12 @@ class ModelResult:
         return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in ((k, getattr(self, k)) for k in keys)}
 
 
-def run_model(path: str | Path, frames: FrameSet, threshold: float, batch_size: int = 16) -> ModelResult:
-    """Probabilities at the model's size and masks at each frame's size, through the runtime."""
+def run_model(path: str | Path, frames: FrameSet, threshold: float | None, batch_size: int = 16) -> ModelResult:
+    """Probabilities at the model's size and masks at each frame's size, through the runtime.
+
+    `threshold` None: the model's own (its metadata)."""
     with open_runner(path) as runner:
+        threshold = runner.threshold if threshold is None else threshold
         tensors = preprocess_batch(frames.frames, runner.spec)
         started = time.perf_counter()
         probabilities = np.concatenate([runner.infer(tensors[i : i + batch_size]) for i in range(0, len(tensors), batch_size)])
@@ -141,7 +144,7 @@ def write_figure(path: str | Path, frames: FrameSet, results: list[ModelResult],
     return path
 
 
-def evaluate(model_paths: list[str | Path], frames: FrameSet, threshold: float = DEFAULT_THRESHOLD) -> list[ModelResult]:
+def evaluate(model_paths: list[str | Path], frames: FrameSet, threshold: float | None = None) -> list[ModelResult]:
     if not model_paths:
         raise UserError("no models to evaluate; give the FP32 model first")
     missing = [str(p) for p in model_paths if not Path(p).is_file()]

@@ -11,11 +11,11 @@ probabilities` there if the parser refuses it.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Union
+from typing import Optional, Union
 
 from runtime import metadata
 from runtime.errors import UserError
-from runtime.files import atomic_output
+from runtime.files import atomic_output, sha256_file
 from runtime.postprocess import DEFAULT_THRESHOLD
 
 
@@ -58,7 +58,9 @@ def add_mask_output(model, threshold: float = DEFAULT_THRESHOLD):
 
 
 def write_mask_variant(onnx_path: Union[str, Path], out_path: Union[str, Path, None] = None,
-                       threshold: float = DEFAULT_THRESHOLD) -> Path:
+                       threshold: Optional[float] = None) -> Path:
+    """`threshold` None: the model's own (`unet.threshold`, 0.5 for older exports). The variant records
+    the link to its FP32 source, as the FP16/INT8 variants do, so the builder finds it by metadata."""
     import onnx
 
     onnx_path = Path(onnx_path)
@@ -67,7 +69,11 @@ def write_mask_variant(onnx_path: Union[str, Path], out_path: Union[str, Path, N
     out = Path(out_path) if out_path is not None else mask_path_for(onnx_path)
     if out.resolve() == onnx_path.resolve():
         raise UserError(f"the mask variant would overwrite {onnx_path}; choose another --out")
-    model = add_mask_output(onnx.load(onnx_path), threshold)
+    source = onnx.load(onnx_path)
+    meta = metadata.read_metadata(source)
+    model = add_mask_output(source, metadata.threshold_of(meta, onnx_path) if threshold is None else threshold)
+    if metadata.SOURCE_SHA256 not in meta:  # made from the FP32 model itself
+        metadata.write_metadata(model, metadata.derived_from(onnx_path.name, sha256_file(onnx_path)))
     with atomic_output(out) as tmp:
         onnx.save(model, tmp)
     return out

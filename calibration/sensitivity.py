@@ -34,7 +34,8 @@ def choose_fp32_layers(fp32_path: Path, ranges_path: Path, method: str, tensors:
 
     sample = tensors[:: max(1, len(tensors) // SAMPLE_FRAMES)][:SAMPLE_FRAMES]
     with OnnxRunner(fp32_path) as runner:
-        reference = runner.infer(sample) > 0.5
+        threshold = runner.threshold
+        reference = runner.infer(sample) > threshold
 
     with tempfile.TemporaryDirectory(prefix="sensitivity.") as tmp:
         candidate = Path(tmp) / "candidate.onnx"
@@ -42,7 +43,7 @@ def choose_fp32_layers(fp32_path: Path, ranges_path: Path, method: str, tensors:
         def agreement(fp32_layers: list[str]) -> float:
             quantize_int8(fp32_path, candidate, None, method, ranges_path, exclude_nodes=tuple(fp32_layers))
             with OnnxRunner(candidate) as runner:
-                return pooled_iou(runner.infer(sample) > 0.5, reference)
+                return pooled_iou(runner.infer(sample) > threshold, reference)
 
         baseline = agreement([])
         result = {"target": target, "frames": len(sample), "baseline": round(baseline, 4), "layers": [], "ranking": []}

@@ -6,10 +6,14 @@ A sidecar (not a header in the engine) keeps the plan loadable by trtexec and De
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
+from typing import Tuple
 
+from runtime import metadata
 from runtime.errors import UserError
 from runtime.files import atomic_write_text, sha256_file
+from runtime.preprocess import InputSpec
 
 SCHEMA = 1
 
@@ -57,6 +61,17 @@ def check_manifest(manifest: dict, trt_version: str, gpu_name: str | None, compu
             and not built.get("hardware_compatible"):
         raise UserError(f"engine was built for {gpu.get('name')} (sm {gpu['compute_capability']}), this GPU is "
                         f"{gpu_name} (sm {compute_capability}); {rebuild_hint(manifest)}")
+
+
+def apply_contract(spec: InputSpec, manifest: dict, engine_path: str | Path) -> Tuple[InputSpec, float]:
+    """The engine's input spec with the model's preprocessing contract, and its threshold.
+
+    The builder copies the contract's ONNX metadata entries into the manifest ("contract"); they
+    are parsed exactly as ONNX metadata is. Engines built before that get the article's contract.
+    """
+    contract = manifest.get("contract") or {}
+    return (replace(spec, **metadata.preprocess_fields(contract, Path(engine_path))),
+            metadata.threshold_of(contract, Path(engine_path)))
 
 
 def check_onnx_unchanged(manifest: dict) -> None:

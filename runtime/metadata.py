@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import mmap
 from pathlib import Path
-from typing import Dict, Iterator, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, Mapping, Optional, Sequence, Tuple
 
 from runtime.errors import UserError
-from runtime.preprocess import InputSpec
+from runtime.postprocess import DEFAULT_THRESHOLD
+from runtime.preprocess import GRAY, InputSpec
 
 PREFIX = "unet."
 HEIGHT, WIDTH, CHANNELS = "unet.input_height", "unet.input_width", "unet.input_channels"
@@ -31,6 +32,17 @@ SOURCE_SHA256 = "unet.source_sha256"
 OUTPUT_KIND = "unet.output_kind"
 OUTPUT_PROBABILITIES, OUTPUT_MASK = "probabilities", "mask_uint8"
 MASK_THRESHOLD = "unet.mask_threshold"
+
+# The preprocessing contract (runtime/preprocess.py): tensor = pixel * scale + offset, in this colour
+# order ("bgr", "rgb"; "gray" for one channel), and the probability threshold of the mask. Absent in
+# older exports: the article's values apply (InputSpec's defaults, postprocess.DEFAULT_THRESHOLD).
+INPUT_SCALE, INPUT_OFFSET, COLOR_ORDER = "unet.input_scale", "unet.input_offset", "unet.color_order"
+THRESHOLD = "unet.threshold"
+# What the exported model gave: "probabilities", or "logits" (export then appended a Sigmoid, so
+# every ONNX and engine of this toolkit outputs probabilities).
+SOURCE_OUTPUT = "unet.source_output"
+SOURCE_OUTPUTS = ("probabilities", "logits")
+CONTRACT_KEYS = (INPUT_SCALE, INPUT_OFFSET, COLOR_ORDER, THRESHOLD, SOURCE_OUTPUT)
 
 BACKENDS = ("any", "onnxruntime", "tensorrt")
 _METADATA_FIELD = 14  # ModelProto.metadata_props in onnx.proto
@@ -60,15 +72,70 @@ def _int_field(meta: Mapping[str, str], key: str, path: Path) -> int:
 def spec_from_metadata(meta: Mapping[str, str], input_shape: Sequence, path: Path) -> InputSpec:
     """The training size from the metadata, else from a static NCHW input shape."""
     if HEIGHT in meta:
-        return InputSpec(_int_field(meta, HEIGHT, path), _int_field(meta, WIDTH, path), _int_field(meta, CHANNELS, path))
+        return InputSpec(_int_field(meta, HEIGHT, path), _int_field(meta, WIDTH, path), _int_field(meta, CHANNELS, path),
+                         **preprocess_fields(meta, path))
     dims = list(input_shape)
     if len(dims) == 4 and all(isinstance(d, int) and d > 0 for d in dims[1:]):
-        return InputSpec(dims[2], dims[3], dims[1])
+        return InputSpec(dims[2], dims[3], dims[1], **preprocess_fields(meta, path))
     raise UserError(f"{path} has neither unet.* metadata nor a static NCHW input; export it with `python -m build_engine export`")
+
+
+def _floats_field(meta: Mapping[str, str], key: str, path: Path) -> Tuple[float, ...]:
+    """A comma-separated list of numbers (one, or one per channel)."""
+    try:
+        return tuple(float(v) for v in meta[key].split(","))
+    except ValueError:
+        raise UserError(f"{path}: metadata {key}={meta[key]!r} is not a number or a comma-separated list of numbers; "
+                        "re-export the model with `python -m build_engine export`") from None
+
+
+def preprocess_fields(meta: Mapping[str, str], path: Path) -> Dict[str, Any]:
+    """InputSpec's preprocessing fields recorded in `meta` (absent ones keep the article's defaults)."""
+    fields: Dict[str, Any] = {}
+    if INPUT_SCALE in meta:
+        fields["scale"] = _floats_field(meta, INPUT_SCALE, path)
+    if INPUT_OFFSET in meta:
+        fields["offset"] = _floats_field(meta, INPUT_OFFSET, path)
+    if meta.get(COLOR_ORDER, GRAY) != GRAY:
+        fields["color_order"] = meta[COLOR_ORDER]
+    return fields
+
+
+def threshold_of(meta: Mapping[str, str], path: Path) -> float:
+    """The mask threshold the model was exported with (older exports: the article's 0.5)."""
+    if THRESHOLD not in meta:
+        return DEFAULT_THRESHOLD
+    values = _floats_field(meta, THRESHOLD, path)
+    threshold = values[0]
+    if len(values) != 1 or not 0.0 < threshold < 1.0:
+        raise UserError(f"{path}: metadata {THRESHOLD}={meta[THRESHOLD]!r} is not one number in (0, 1); "
+                        "re-export with a valid --threshold")
+    return threshold
+
+
+def contract_metadata(spec: InputSpec, threshold: float, source_output: str) -> Dict[str, str]:
+    """The contract's metadata entries, as export writes them (floats in repr: exact round trip)."""
+    if source_output not in SOURCE_OUTPUTS:
+        raise UserError(f"model output kind must be one of {', '.join(SOURCE_OUTPUTS)}, not {source_output!r}")
+
+    def numbers(values) -> str:
+        return ",".join(repr(float(v)) for v in (values if len(set(values)) > 1 else values[:1]))
+
+    return {INPUT_SCALE: numbers(spec.scale), INPUT_OFFSET: numbers(spec.offset), COLOR_ORDER: spec.color_order,
+            THRESHOLD: repr(float(threshold)), SOURCE_OUTPUT: source_output}
+
+
+def contract_entries(meta: Mapping[str, str]) -> Dict[str, str]:
+    """The contract's entries of `meta` (for an engine's manifest, which the runtime parses the same way)."""
+    return {key: meta[key] for key in CONTRACT_KEYS if key in meta}
 
 
 def precision_of(meta: Mapping[str, str]) -> Optional[str]:
     return meta.get(PRECISION)
+
+
+def output_kind_of(meta: Mapping[str, str]) -> str:
+    return meta.get(OUTPUT_KIND, OUTPUT_PROBABILITIES)
 
 
 def backend_of(meta: Mapping[str, str]) -> str:

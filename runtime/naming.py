@@ -64,6 +64,7 @@ class ModelEntry:
     precision: str
     backend: str  # "any", "onnxruntime" or "tensorrt": what the variant was made for
     source_sha256: Optional[str]  # the FP32 ONNX it derives from; for an FP32 ONNX, its own hash
+    output_kind: str = "probabilities"  # or "mask_uint8": the `_mask` variant (metadata.OUTPUT_KIND)
 
     @property
     def is_engine(self) -> bool:
@@ -82,11 +83,12 @@ def describe_model(path: Path) -> Optional[ModelEntry]:
             meta = metadata.read_onnx_metadata(path)
             precision = metadata.precision_of(meta) or "unknown"
             source = meta.get(metadata.SOURCE_SHA256) or (sha256_file(path) if precision == "fp32" else None)
-            return ModelEntry(path, precision, metadata.backend_of(meta), source)
+            return ModelEntry(path, precision, metadata.backend_of(meta), source, metadata.output_kind_of(meta))
         if is_engine(path):
             built = manifest.read_manifest(path)
             return ModelEntry(path, str(built.get("precision", "unknown")), "tensorrt",
-                              built.get("onnx", {}).get("source_sha256") or built.get("onnx", {}).get("sha256"))
+                              built.get("onnx", {}).get("source_sha256") or built.get("onnx", {}).get("sha256"),
+                              metadata.OUTPUT_MASK if built.get("output_kind") == "mask" else metadata.OUTPUT_PROBABILITIES)
     except UserError:
         return None
     return None
@@ -102,21 +104,26 @@ def index_models(folder: Path) -> List[ModelEntry]:
 
 
 def find_variant(fp32: Path, precision: str, backends: Iterable[str] = ("any",),
-                 folder: Optional[Path] = None) -> Optional[Path]:
-    """The ONNX variant of `fp32` at `precision`, made for one of `backends`, by recorded link.
+                 folder: Optional[Path] = None, output_kind: str = "probabilities") -> Optional[Path]:
+    """The ONNX variant of `fp32` at `precision` and `output_kind`, made for one of `backends`, by
+    recorded link.
 
-    The default file name (`variant_path`) wins when several match; None when there is none.
+    The default file name (`variant_path`, `_mask` for the mask kind) wins when several match;
+    None when there is none.
     """
     from runtime.files import sha256_file
 
     fp32 = Path(fp32)
-    if precision == "fp32":
+    if precision == "fp32" and output_kind == "probabilities":
         return fp32
     source = sha256_file(fp32)
     wanted = tuple(backends)
     matches = [e.path for e in index_models(folder or fp32.parent)
-               if not e.is_engine and e.precision == precision and e.backend in wanted and e.source_sha256 == source]
+               if not e.is_engine and e.precision == precision and e.backend in wanted and e.source_sha256 == source
+               and e.output_kind == output_kind and e.path != fp32]
     preferred = variant_path(fp32, precision)
+    if output_kind != "probabilities":
+        preferred = preferred.with_name(f"{preferred.stem}_mask{preferred.suffix}")
     return preferred if preferred in matches else (matches[0] if matches else None)
 
 

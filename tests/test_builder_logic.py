@@ -15,7 +15,9 @@ from build_engine import builder, trt_config
 from build_engine.precision import plan_precision
 from build_engine.trt_api import CHECKED_VERSIONS
 from calibration.trt_calibrator import cache_key, keyed_cache_path, read_keyed_cache, write_keyed_cache
+from runtime import metadata, naming
 from runtime.errors import UserError
+from runtime.files import sha256_file
 from runtime.manifest import check_manifest, check_onnx_unchanged, manifest_path, read_manifest, write_manifest
 from trt_builder_standins import VersionedTensorRT
 from trt_standins import FakeDims
@@ -200,18 +202,56 @@ def test_calibration_cache_is_keyed_by_model_set_and_version(tmp_path, capsys):
     assert "recalibrating" in capsys.readouterr().out
 
 
-def test_the_plan_picks_the_onnx_variant_beside_the_one_given(tmp_path):
-    for precision in ("fp32", "fp16", "int8"):
-        (tmp_path / f"unet_{precision}.onnx").write_bytes(b"x")
-        (tmp_path / f"unet_{precision}_mask.onnx").write_bytes(b"x")
-    given = tmp_path / "unet_fp32.onnx"
-    assert builder.onnx_variant_path(given, plan_precision("11.4.1", "int8")) == tmp_path / "unet_int8.onnx"
-    assert builder.onnx_variant_path(given, plan_precision("11.4.1", "int8"), "mask") == tmp_path / "unet_int8_mask.onnx"
-    assert builder.onnx_variant_path(tmp_path / "unet_fp16_mask.onnx", plan_precision("8.6.2", "fp16"), "mask") == \
-        tmp_path / "unet_fp32_mask.onnx"  # weak FP16 builds the FP32 graph with the FP16 flag
-    (tmp_path / "unet_int8_mask.onnx").unlink()
-    with pytest.raises(UserError, match="--output probabilities"):
-        builder.onnx_variant_path(given, plan_precision("10.3.0", "int8"), "mask")
+@pytest.fixture
+def tiny_model():
+    """Writes a one-node ONNX with the given metadata (needs the onnx package: imported only when used,
+    so that this module still collects on a device with the runtime set only)."""
+    from test_model_index import tiny_model as write
+
+    return write
+
+
+def test_the_plan_picks_the_variant_by_recorded_link_and_metadata(tmp_path, tiny_model):
+    fp32 = tiny_model(tmp_path / "unet_fp32.onnx", {metadata.PRECISION: "fp32"})
+    link = metadata.derived_from(fp32.name, sha256_file(fp32))
+    mask = {metadata.OUTPUT_KIND: metadata.OUTPUT_MASK}
+    tiny_model(tmp_path / "unet_fp16.onnx", {metadata.PRECISION: "fp16", **link})
+    int8 = tiny_model(tmp_path / "unet_int8.onnx", {metadata.PRECISION: "int8", metadata.BACKEND: "tensorrt", **link})
+    fp32_mask = tiny_model(tmp_path / "unet_fp32_mask.onnx", {metadata.PRECISION: "fp32", **mask, **link})
+    int8_mask = tiny_model(tmp_path / "unet_int8_mask.onnx", {metadata.PRECISION: "int8", metadata.BACKEND: "tensorrt", **mask, **link})
+    assert builder.onnx_variant_path(fp32, plan_precision("11.4.1", "int8")) == int8
+    assert builder.onnx_variant_path(fp32, plan_precision("11.4.1", "int8"), "mask") == int8_mask
+    assert builder.onnx_variant_path(fp32, plan_precision("8.6.2", "fp16")) == fp32  # weak: FP32 + FP16 flag
+    # Any variant given stands for its FP32 source; weak FP16 builds the FP32 graph with the FP16 flag.
+    assert builder.onnx_variant_path(int8_mask, plan_precision("8.6.2", "fp16"), "mask") == fp32_mask
+    assert builder.onnx_variant_path(int8, plan_precision("10.3.0", "fp16")) == tmp_path / "unet_fp16.onnx"
+    int8_mask.unlink()
+    with pytest.raises(UserError, match="int8 mask variant of unet_fp32.onnx.*copy it from the workstation.*--output probabilities"):
+        builder.onnx_variant_path(fp32, plan_precision("10.3.0", "int8"), "mask")
+    int8.unlink()
+    with pytest.raises(UserError, match="int8 variant of unet_fp32.onnx.*copy it from the workstation"):
+        builder.onnx_variant_path(fp32, plan_precision("10.3.0", "int8"))
+
+
+def test_a_users_model_is_never_built_from_a_file_that_only_looks_like_its_variant(tmp_path, tiny_model):
+    mine = tiny_model(tmp_path / "mine.onnx", {})  # made by another tool: no metadata, taken as FP32
+    # An FP32 model named like a variant, and a real FP16 variant of another model: neither is mine's.
+    tiny_model(tmp_path / "mine_fp16.onnx", {metadata.PRECISION: "fp32"}, width=8)
+    other = tiny_model(tmp_path / "other.onnx", {metadata.PRECISION: "fp32"}, width=16)
+    tiny_model(tmp_path / "other_fp16.onnx", {metadata.PRECISION: "fp16", **metadata.derived_from(other.name, sha256_file(other))})
+    with pytest.raises(UserError, match="fp16 variant of mine.onnx"):
+        builder.onnx_variant_path(mine, plan_precision("10.3.0", "fp16"))
+    linked = tiny_model(tmp_path / "anything.onnx", {metadata.PRECISION: "fp16", **metadata.derived_from(mine.name, sha256_file(mine))})
+    assert builder.onnx_variant_path(mine, plan_precision("10.3.0", "fp16")) == linked
+    assert naming.engine_path_for(builder.fp32_source(linked), "fp16").name == "mine_fp16.engine"
+
+
+def test_a_variant_whose_source_is_missing_says_what_to_copy(tmp_path, tiny_model):
+    variant = tiny_model(tmp_path / "unet_int8.onnx", {metadata.PRECISION: "int8", **metadata.derived_from("unet_fp32.onnx", "0" * 64)})
+    with pytest.raises(UserError, match="variant of unet_fp32.onnx, which is not beside it"):
+        builder.fp32_source(variant)
+    with pytest.raises(UserError, match="does not exist; copy it from the workstation"):
+        builder.fp32_source(tmp_path / "nope.onnx")
 
 
 def manifest(**overrides):

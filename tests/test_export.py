@@ -7,6 +7,7 @@ import pytest
 
 from build_engine.export_onnx import export, parity_inputs
 from build_engine.unet import make_unet
+from runtime import metadata
 from runtime.errors import UserError
 from runtime.preprocess import InputSpec
 from runtime.backends.onnxrt import OnnxRunner
@@ -27,7 +28,7 @@ def default_export(tmp_path_factory):
 def test_default_export_matches_keras(default_export):
     report, _ = default_export
     assert report.max_abs_diff <= 1e-5
-    assert report.spec == InputSpec(128, 128, 1) and report.start_neurons == 16
+    assert report.spec == InputSpec(128, 128, 1) and report.output_kind == "probabilities"
 
 
 def test_graph_is_nchw_with_named_io_and_no_layout_ops(default_export):
@@ -44,10 +45,14 @@ def test_graph_is_nchw_with_named_io_and_no_layout_ops(default_export):
     assert model.graph.node[-1].output[0] == "mask" and model.graph.node[-1].op_type == "Sigmoid"
 
 
-def test_metadata_lets_the_runtime_find_its_input_size(default_export):
-    report, _ = default_export
+def test_metadata_lets_the_runtime_find_its_input_size_and_contract(default_export):
+    report, model = default_export
+    meta = metadata.read_metadata(model)
+    # The article's contract, written out: [-1, 1] gray, threshold 0.5, the model's own sigmoid.
+    assert (meta[metadata.INPUT_SCALE], meta[metadata.INPUT_OFFSET], meta[metadata.COLOR_ORDER]) == (repr(2 / 255), "-1.0", "gray")
+    assert (meta[metadata.THRESHOLD], meta[metadata.SOURCE_OUTPUT]) == ("0.5", "probabilities")
     with OnnxRunner(report.path) as runner:
-        assert runner.spec == InputSpec(128, 128, 1) and runner.precision == "fp32"
+        assert runner.spec == InputSpec(128, 128, 1) and runner.precision == "fp32" and runner.threshold == 0.5
         x = parity_inputs(runner.spec, 3)
         y = runner.infer(x)
         assert y.shape == (3, 1, 128, 128) and 0 <= y.min() and y.max() <= 1
@@ -56,7 +61,7 @@ def test_metadata_lets_the_runtime_find_its_input_size(default_export):
 def test_non_default_size_channels_and_dynamic_size(tmp_path):
     make_unet(64, 96, 3, 4).save(tmp_path / "m.keras")
     report = export(tmp_path / "m.keras", tmp_path / "m.onnx", dynamic_size=True)
-    assert report.max_abs_diff <= 1e-5  # checked at 64x96 and at 80x128
+    assert report.max_abs_diff <= 1e-5  # checked at 64x96 and at 128x96
     model = onnx.load(tmp_path / "m.onnx")
     assert dims(model.graph.input[0]) == ["batch", 3, "height", "width"]
     assert "Transpose" not in {n.op_type for n in model.graph.node}
@@ -77,7 +82,7 @@ def test_failed_parity_keeps_the_previous_file(tmp_path):
     make_unet(32, 32, 1, 2).save(tmp_path / "m.keras")
     target = tmp_path / "m.onnx"
     target.write_bytes(b"previous good export")
-    with pytest.raises(UserError, match="differs from Keras"):
+    with pytest.raises(UserError, match="differs from the model's"):
         export(tmp_path / "m.keras", target, tolerance=-1.0)  # any difference fails
     assert target.read_bytes() == b"previous good export"
     assert list(tmp_path.glob("*.onnx")) == [target]

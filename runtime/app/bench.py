@@ -114,7 +114,7 @@ def time_models(runners: list[tuple[Runner, float]], frames: list[np.ndarray], b
             probabilities = runner.infer(tensor)
             t2 = time.perf_counter()
             for p, f in zip(probabilities, chunk):
-                probabilities_to_mask(p, f.shape[0], f.shape[1])
+                probabilities_to_mask(p, f.shape[0], f.shape[1], runner.threshold)
             t3 = time.perf_counter()
             if iteration < warmup:
                 continue

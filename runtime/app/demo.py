@@ -20,7 +20,6 @@ from runtime.errors import HelpFormatter, UserError, add_debug_option, examples,
 from runtime.factory import open_first, open_runner
 from runtime.files import atomic_write_text
 from runtime.naming import artifacts_dir, default_candidates, discover_models, is_engine
-from runtime.postprocess import DEFAULT_THRESHOLD
 
 EXAMPLES = examples(
     "python -m runtime demo                                         # synthetic salt video, best model, headless",
@@ -53,7 +52,8 @@ def parser() -> argparse.ArgumentParser:
                    help="play files and synthetic:// at their own frame rate, as a camera would deliver them "
                         "(always, with --serve or --display); otherwise they run as fast as the model allows")
     p.add_argument("--loop", action="store_true", help="play a file, folder or synthetic:// source again at its end")
-    p.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD, help="probability above which a pixel is salt")
+    p.add_argument("--threshold", type=float, help="probability above which a pixel is foreground (the model's own if not "
+                                                  "given: its metadata, 0.5 for older exports)")
     p.add_argument("--max-frames", type=int, help="stop after this many frames")
     p.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads")
     p.add_argument("--sequential", action="store_true", help="one frame at a time, no pipeline (the baseline)")
@@ -81,7 +81,7 @@ def engine_options(args: argparse.Namespace) -> dict:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parser().parse_args(argv)
-    if not 0 < args.threshold < 1:
+    if args.threshold is not None and not 0 < args.threshold < 1:
         raise UserError(f"--threshold must lie in (0, 1), not {args.threshold}")
     with ExitStack() as stack:
         options = engine_options(args)

@@ -18,7 +18,7 @@ import numpy as np
 
 from runtime.app.overlay import draw_hud, draw_mask, draw_truth
 from runtime.app.stats import RunStats
-from runtime.postprocess import DEFAULT_THRESHOLD, output_to_mask
+from runtime.postprocess import output_to_mask
 from runtime.preprocess import preprocess
 from runtime.backends.base import Runner
 from runtime.app.sinks import FrameSink, Rendered
@@ -36,8 +36,10 @@ class Inferred:
 class FrameProcessor:
     """The per-frame work, shared by the threaded pipeline and the sequential baseline."""
 
-    def __init__(self, runner: Runner, stats: RunStats, threshold: float = DEFAULT_THRESHOLD, hud: bool = True):
-        self.runner, self.stats, self.threshold, self.hud = runner, stats, threshold, hud
+    def __init__(self, runner: Runner, stats: RunStats, threshold: float | None = None, hud: bool = True):
+        # None: the model's own threshold (its metadata or manifest).
+        self.runner, self.stats, self.hud = runner, stats, hud
+        self.threshold = runner.threshold if threshold is None else threshold
         self._recent_fps: deque[float] = deque(maxlen=30)
         self._label = f"{runner.backend} {runner.precision}"
 
@@ -118,7 +120,7 @@ class FrameProcessor:
 
 
 class Pipeline:
-    def __init__(self, source: FrameSource, runner: Runner, sink: FrameSink, threshold: float = DEFAULT_THRESHOLD,
+    def __init__(self, source: FrameSource, runner: Runner, sink: FrameSink, threshold: float | None = None,
                  max_frames: int | None = None, queue_size: int = 2, hud: bool = True, stats: RunStats | None = None,
                  overlap: bool = True):
         self.source, self.sink, self.max_frames = source, sink, max_frames
@@ -257,7 +259,7 @@ class Pipeline:
         return self.stats
 
 
-def run_sequential(source: FrameSource, runner: Runner, sink: FrameSink, threshold: float = DEFAULT_THRESHOLD,
+def run_sequential(source: FrameSource, runner: Runner, sink: FrameSink, threshold: float | None = None,
                    max_frames: int | None = None, hud: bool = True, stats: RunStats | None = None) -> RunStats:
     """The baseline the pipeline must beat: read -> infer -> draw -> write, one frame at a time."""
     stats = stats if stats is not None else RunStats()

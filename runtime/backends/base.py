@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from runtime.errors import Closeable, UserError
+from runtime.postprocess import DEFAULT_THRESHOLD
 from runtime.preprocess import InputSpec
 
 
@@ -22,7 +23,8 @@ class Runner(Closeable, ABC):
     precision: str = "unknown"
     input_name: str = "image"
     output_name: str = "mask"
-    spec: InputSpec = InputSpec()
+    spec: InputSpec = InputSpec()  # size and preprocessing contract, from the model
+    threshold: float = DEFAULT_THRESHOLD  # the model's mask threshold (its metadata or manifest)
     path: Path
 
     def __init__(self) -> None:

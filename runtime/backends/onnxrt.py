@@ -40,6 +40,7 @@ class OnnxRunner(Runner):
         meta = self._session.get_modelmeta().custom_metadata_map
         self.spec = metadata.spec_from_metadata(meta, inputs[0].shape, self.path)
         self.precision = metadata.precision_of(meta) or "unknown"
+        self.threshold = metadata.threshold_of(meta, self.path)
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
         batch = self.check_batch(batch)

@@ -21,7 +21,7 @@ import numpy as np
 
 from runtime.backends.base import Runner
 from runtime.errors import UserError
-from runtime.manifest import check_manifest, check_onnx_unchanged, read_manifest, rebuild_hint
+from runtime.manifest import apply_contract, check_manifest, check_onnx_unchanged, read_manifest, rebuild_hint
 from runtime.preprocess import preprocess_into
 
 # Every TensorRT runtime name the runner (trt.py, trt_io.py, trt_slots.py) uses, by owner: a CPU test
@@ -117,7 +117,9 @@ class TensorRTRunner(Runner):
             raise UserError(f"TensorRT could not load {self.path} (see its log above){hint}; {rebuild_hint(manifest)}")
         self._teardown.add("engine", self._drop_engine)
         self.io = describe_engine(trt, self._engine, manifest, self.path.name)
-        self.spec, self.max_batch = self.io.spec, self.io.max_batch
+        self.max_batch = self.io.max_batch
+        # The model's preprocessing contract and threshold, from the ONNX metadata the builder copied.
+        self.spec, self.threshold = apply_contract(self.io.spec, manifest, self.path)
         self.input_name, self.output_name = self.io.input_name, self.io.output_name
         self.output_kind = self.io.output_kind
 
