@@ -1,5 +1,6 @@
-# Every target creates the virtual environment it needs: on a fresh machine `make demo` and
-# `make test` need nothing typed before them.
+# Every workstation target creates the virtual environment it needs: on a fresh machine `make demo`
+# and `make test` need nothing typed before them. On the device (Jetson or GPU desktop) the venv is
+# `make device-setup`'s, and `make engine` / `make gpu-test` use only the ONNX files copied over.
 PYTHON_SYS ?= python3
 VENV       ?= .venv
 PY         := $(VENV)/bin/python
@@ -13,11 +14,11 @@ FP16  := $(ARTIFACTS)/unet_fp16.onnx
 INT8  := $(ARTIFACTS)/unet_int8.onnx
 STAMP := $(VENV)/.installed
 
-.PHONY: setup model onnx accuracy engine demo bench test gpu-test typecheck clean help
+.PHONY: setup model onnx accuracy engine demo bench test gpu-test typecheck clean help device-setup check-device-deps
 .DEFAULT_GOAL := help
 
 help:
-	@echo "usage: make TARGET [VARIABLE=value ...]   (every target creates the venv it needs)"
+	@echo "usage: make TARGET [VARIABLE=value ...]   (every workstation target creates the venv it needs)"
 	@echo ""
 	@echo "  make demo       stream the synthetic salt video through the best model -> $(ARTIFACTS)/demo.mp4"
 	@echo "  make test       the CPU test suite (static TensorRT checks included)"
@@ -26,16 +27,22 @@ help:
 	@echo "  make onnx       export + FP16 + INT8 ONNX -> $(ARTIFACTS)/unet_{fp32,fp16,int8}.onnx and their _mask variants"
 	@echo "  make accuracy   accuracy of every precision against FP32 and ground truth"
 	@echo "  make bench      latency benchmark of every model present, and streaming FPS"
-	@echo "  make engine     FP16 and INT8 TensorRT engines (needs TensorRT and a GPU)"
-	@echo "  make gpu-test   the tests marked gpu/cuda on shipped models (run once on a Jetson or GPU desktop; fails without one)"
 	@echo "  make typecheck  mypy over the TensorRT/pycuda code against the TensorRT stubs"
 	@echo "  make clean      delete $(ARTIFACTS)/ (the venv stays)"
 	@echo "  make help       this list"
+	@echo "  make check-device-deps  resolve requirements-device*.txt for JetPack 5.1/6.x and desktops (needs PyPI)"
+	@echo ""
+	@echo "on the device (Jetson or GPU desktop), with unet_{fp32,fp16,int8}.onnx copied to $(ARTIFACTS)/:"
+	@echo "  make device-setup  $(VENV) seeing the system's TensorRT and OpenCV, the runtime set only (no TensorFlow)"
+	@echo "  make engine     FP16 and INT8 TensorRT engines from the ONNX files (never trains or quantizes; uint8-mask"
+	@echo "                  output when the _mask variants are there too, else probabilities)"
+	@echo "  make gpu-test   the tests marked gpu/cuda on shipped models (run once there; fails, not skips, without TensorRT/pycuda/GPU)"
 	@echo ""
 	@echo "variables:"
 	@echo "  ARTIFACTS=dir   where every generated file goes (now: $(ARTIFACTS))"
 	@echo "  MODEL=file      the Keras model that make onnx exports (now: $(MODEL))"
 	@echo "  PYTHON_SYS=...  the Python that creates the venv (now: $(PYTHON_SYS))"
+	@echo "  ORT=0           make device-setup without ONNX Runtime (engines only)"
 	@echo ""
 	@echo "your own model:"
 	@echo "  make onnx MODEL=path/to/mine.keras ARTIFACTS=mine    # export, FP16, INT8 of your trained UNet"
@@ -64,14 +71,25 @@ model: $(MODEL)
 $(MODEL): | $(STAMP)
 	$(PY) -m build_engine train --out $@
 
+# Without the Keras model here (a device with the ONNX files copied over, or ONNX exported from your
+# own model), ONNX files present are taken as given: no rule, so nothing re-makes them (that would
+# mean training a new model). Missing ones are made as usual.
+given = $(if $(wildcard $(MODEL)),,$(wildcard $(1)))
+
+ifeq ($(call given,$(FP32)),)
 $(FP32): $(MODEL)
 	$(PY) -m build_engine export --model $< --out $@
+endif
 
+ifeq ($(call given,$(FP16)),)
 $(FP16): $(FP32)
 	$(PY) -m calibration fp16 --fp32 $< --out $@
+endif
 
+ifeq ($(call given,$(INT8)),)
 $(INT8): $(FP32)
 	$(PY) -m calibration quantize --fp32 $< --out $@ --fp32-fallback
+endif
 
 MASKS := $(ARTIFACTS)/unet_fp32_mask.onnx $(ARTIFACTS)/unet_fp16_mask.onnx $(ARTIFACTS)/unet_int8_mask.onnx
 $(ARTIFACTS)/%_mask.onnx: $(ARTIFACTS)/%.onnx
@@ -85,10 +103,29 @@ demo: $(FP32) $(FP16) $(INT8)
 bench: $(FP32) $(FP16) $(INT8)
 	$(PY) -m runtime bench --streaming
 
-# On the device: TensorRT and pycuda required (the command says what to install otherwise).
-engine: $(FP32) $(FP16) $(INT8) $(MASKS)
-	$(PY) -m build_engine engine --onnx $(FP32) --precision fp16
-	$(PY) -m build_engine engine --onnx $(FP32) --precision int8
+# ---- On the device ----------------------------------------------------------------------------
+# The venv sees the system's packages (JetPack's TensorRT and GStreamer OpenCV). An existing venv is
+# never re-created: `python3 -m venv` over it would switch include-system-site-packages back off.
+device-setup:
+	@if [ -f $(VENV)/pyvenv.cfg ] && ! grep -Eqi '^include-system-site-packages *= *true' $(VENV)/pyvenv.cfg; then \
+	  echo "error: $(VENV) exists without system site packages, so JetPack's TensorRT and OpenCV are invisible in it; move it away (mv $(VENV) $(VENV).old) and run make device-setup again, or use another: make device-setup VENV=.venv-device" >&2; exit 2; fi
+	[ -f $(VENV)/pyvenv.cfg ] || $(PYTHON_SYS) -m venv --system-site-packages $(VENV)
+	tools/device_setup.sh $(VENV) $(PYTHON_SYS)
+
+# Only what is on the device is used: the ONNX files and the venv. Nothing here trains, exports or
+# quantizes; the builder finds the FP16/INT8 variants of unet_fp32.onnx by the link they record.
+need_onnx = @test -f $(FP32) || { echo "error: $(FP32) is missing: copy unet_fp32.onnx, unet_fp16.onnx and unet_int8.onnx (and their _mask variants) from the workstation's $(ARTIFACTS)/ (or run make onnx there)" >&2; exit 2; }
+need_device_venv = @test -x $(PY) || { echo "error: no $(VENV) here: run make device-setup first" >&2; exit 2; }
+
+# Engines output the uint8 mask when the three _mask variants were copied too, else probabilities.
+ENGINE_OUTPUT ?= $(if $(filter 3,$(words $(wildcard $(MASKS)))),mask,probabilities)
+
+# TensorRT and pycuda required (the command says what to install otherwise).
+engine:
+	$(need_onnx)
+	$(need_device_venv)
+	$(PY) -m build_engine engine --onnx $(FP32) --precision fp16 --output $(ENGINE_OUTPUT)
+	$(PY) -m build_engine engine --onnx $(FP32) --precision int8 --output $(ENGINE_OUTPUT)
 
 accuracy: $(FP32) $(FP16) $(INT8)
 	$(PY) -m calibration evaluate $(FP32) $(FP16) $(INT8) --compare-methods
@@ -100,7 +137,12 @@ test: $(STAMP)
 # Uses the small ONNX models shipped in tests/data (or GPU_TEST_ONNX=your_fp32.onnx) and only the
 # runtime set (numpy, OpenCV, ONNX Runtime, pytest, TensorRT, pycuda): no training, no TensorFlow.
 gpu-test:
+	$(need_device_venv)
 	REQUIRE_GPU=1 $(PY) -m pytest -q -s -m "gpu or cuda" tests
+
+# Needs PyPI; resolves the device requirements for each platform without installing anything.
+check-device-deps: $(STAMP)
+	tools/check_device_deps.sh $(PY)
 
 typecheck: $(STAMP)
 	$(PY) -m mypy build_engine/builder.py build_engine/trt_config.py build_engine/trt_api.py build_engine/precision.py calibration/trt_calibrator.py runtime/backends/trt.py runtime/backends/trt_io.py runtime/backends/trt_slots.py runtime/backends/cuda_mem.py runtime/backends/cuda_graph.py runtime/manifest.py
