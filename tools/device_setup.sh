@@ -38,12 +38,14 @@ fi
 
 if ! has "$py" pycuda.driver; then
   # pycuda builds from source against the CUDA toolkit (JetPack puts it in /usr/local/cuda).
-  export PATH="$PATH:/usr/local/cuda/bin"
   export CUDA_ROOT="${CUDA_ROOT:-/usr/local/cuda}"
-  if ! "${pip[@]}" "pycuda>=2022.2"; then
-    echo "note: pycuda did not build here (above: why). TensorRT engines need it: install the CUDA toolkit" \
-         "(JetPack: sudo apt install nvidia-jetpack; desktop: NVIDIA's CUDA toolkit), set CUDA_ROOT if it is not in" \
-         "/usr/local/cuda, then run make device-setup again. ONNX models run without it." >&2
+  export PATH="$CUDA_ROOT/bin:$PATH"  # before any other nvcc: pycuda derives the CUDA root from it
+  hint="TensorRT engines need it: install the CUDA toolkit (JetPack: sudo apt install nvidia-jetpack; desktop: NVIDIA's"
+  hint="$hint CUDA toolkit), set CUDA_ROOT if it is not in /usr/local/cuda, then run make device-setup again. ONNX models run without it."
+  if [ ! -f "$CUDA_ROOT/include/cuda.h" ]; then
+    echo "note: pycuda not installed: no CUDA toolkit at $CUDA_ROOT (no include/cuda.h). $hint" >&2
+  elif ! "${pip[@]}" "pycuda>=2022.2"; then
+    echo "note: pycuda did not build here (above: why). $hint" >&2
   fi
 fi
 
