@@ -40,12 +40,13 @@ help:
 	@echo ""
 	@echo "variables:"
 	@echo "  ARTIFACTS=dir   where every generated file goes (now: $(ARTIFACTS))"
-	@echo "  MODEL=file      the Keras model that make onnx exports (now: $(MODEL))"
+	@echo "  MODEL=file      the Keras model that make onnx exports: .keras, .h5 or a SavedModel folder (now: $(MODEL))"
+	@echo "  EXPORT_ARGS=... your model's preprocessing for export, e.g. \"--color-order rgb --input-scale 1/255 --input-offset 0\""
 	@echo "  PYTHON_SYS=...  the Python that creates the venv (now: $(PYTHON_SYS))"
 	@echo "  ORT=0           make device-setup without ONNX Runtime (engines only)"
 	@echo ""
 	@echo "your own model:"
-	@echo "  make onnx MODEL=path/to/mine.keras ARTIFACTS=mine    # export, FP16, INT8 of your trained UNet"
+	@echo "  make onnx MODEL=path/to/mine.keras ARTIFACTS=mine    # export (checked against it), FP16, INT8 of your model"
 	@echo "  make accuracy bench ARTIFACTS=mine                   # then measure them"
 	@echo "  python -m runtime demo --model mine/unet_int8.onnx --serve 8090   # and watch it live"
 
@@ -78,7 +79,7 @@ given = $(if $(wildcard $(MODEL)),,$(wildcard $(1)))
 
 ifeq ($(call given,$(FP32)),)
 $(FP32): $(MODEL)
-	$(PY) -m build_engine export --model $< --out $@
+	$(PY) -m build_engine export --model $< --out $@ $(EXPORT_ARGS)
 endif
 
 ifeq ($(call given,$(FP16)),)

@@ -10,7 +10,7 @@
             if not ok:
                 break
             output = runner.infer(preprocess(frame, runner.spec))[0]   # probabilities, or a _mask model's uint8 mask
-            mask = output_to_mask(output, *frame.shape[:2])             # uint8 {0,1}, frame size
+            mask = output_to_mask(output, *frame.shape[:2], runner.threshold)   # uint8 {0,1}, frame size
         capture.release()
 
 `runtime.app` holds the streaming application (sources, sinks, pipeline, demo, bench) built on it.
