@@ -294,3 +294,17 @@ def test_manifest_round_trip_and_corruption(tmp_path):
     manifest_path(engine).write_text(json.dumps({"schema": 99}))
     with pytest.raises(UserError, match="schema"):
         read_manifest(engine)
+
+
+@pytest.mark.parametrize("version", ["8.6.2", "10.3.0", "11.4.1"])
+@pytest.mark.parametrize("output", ["probabilities", "mask"])
+def test_the_builder_finds_every_shipped_variant_the_gpu_tests_build(version, output):
+    from pathlib import Path
+
+    data = Path(__file__).resolve().parent / "data"
+    for precision in ("fp32", "fp16", "int8"):
+        plan = plan_precision(version, precision)
+        found = builder.onnx_variant_path(data / "unet_fp32.onnx", plan, output)
+        meta = metadata.read_onnx_metadata(found)
+        assert meta[metadata.PRECISION] == plan.onnx_variant
+        assert metadata.output_kind_of(meta) == (metadata.OUTPUT_MASK if output == "mask" else metadata.OUTPUT_PROBABILITIES)

@@ -17,7 +17,8 @@ ROOT = Path(__file__).resolve().parent.parent
 # legacy calibrator and the calibration-set module it imports, and the GPU tests with their conftest.
 DEVICE_FILES = sorted(
     [p for p in (ROOT / "runtime").rglob("*.py")]
-    + [ROOT / "build_engine" / name for name in ("__init__.py", "__main__.py", "builder.py", "precision.py")]
+    + [ROOT / "build_engine" / name for name in ("__init__.py", "__main__.py", "builder.py", "trt_config.py", "trt_api.py",
+                                                 "precision.py")]
     + [ROOT / "calibration" / name for name in ("__init__.py", "trt_calibrator.py", "dataset.py")]
     + [ROOT / "tests" / name for name in ("conftest.py", "test_gpu.py")]
 )
