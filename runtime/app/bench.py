@@ -30,7 +30,7 @@ from runtime.data.synthetic import SaltVideo
 from runtime.errors import HelpFormatter, UserError, add_debug_option, examples, run_cli
 from runtime.factory import open_runner
 from runtime.naming import accuracy_report_path, artifacts_dir, default_candidates, discover_models, is_engine
-from runtime.postprocess import probabilities_to_mask
+from runtime.postprocess import output_to_mask
 from runtime.preprocess import preprocess_batch
 
 
@@ -114,7 +114,7 @@ def time_models(runners: list[tuple[Runner, float]], frames: list[np.ndarray], b
             probabilities = runner.infer(tensor)
             t2 = time.perf_counter()
             for p, f in zip(probabilities, chunk):
-                probabilities_to_mask(p, f.shape[0], f.shape[1], runner.threshold)
+                output_to_mask(p, f.shape[0], f.shape[1], runner.threshold)  # a _mask model gives uint8
             t3 = time.perf_counter()
             if iteration < warmup:
                 continue
