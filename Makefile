@@ -12,6 +12,8 @@ MODEL := $(ARTIFACTS)/unet.keras
 FP32  := $(ARTIFACTS)/unet_fp32.onnx
 FP16  := $(ARTIFACTS)/unet_fp16.onnx
 INT8  := $(ARTIFACTS)/unet_int8.onnx
+INT8_WEAK := $(ARTIFACTS)/unet_int8_weak.onnx
+INT8_CPU := $(ARTIFACTS)/unet_int8_cpu.onnx
 STAMP := $(VENV)/.installed
 
 .PHONY: setup model onnx accuracy engine demo bench test gpu-test typecheck clean help device-setup check-device-deps
@@ -20,19 +22,20 @@ STAMP := $(VENV)/.installed
 help:
 	@echo "usage: make TARGET [VARIABLE=value ...]   (every workstation target creates the venv it needs)"
 	@echo ""
-	@echo "  make demo       stream the synthetic salt video through the best model -> $(ARTIFACTS)/demo.mp4"
+	@echo "  make demo       stream the synthetic salt video through the fastest gated model -> $(ARTIFACTS)/demo.mp4"
 	@echo "  make test       the CPU test suite (static TensorRT checks included)"
 	@echo "  make setup      only create $(VENV) with the pinned packages (shows pip's progress)"
 	@echo "  make model      train the UNet on synthetic salt data -> $(MODEL)"
-	@echo "  make onnx       export + FP16 + INT8 ONNX -> $(ARTIFACTS)/unet_{fp32,fp16,int8}.onnx and their _mask variants"
-	@echo "  make accuracy   accuracy of every precision against FP32 and ground truth"
-	@echo "  make bench      latency benchmark of every model present, and streaming FPS"
+	@echo "  make onnx       export + FP16 + INT8 per backend (method chosen, accuracy gated) ->"
+	@echo "                  $(ARTIFACTS)/unet_{fp32,fp16,int8,int8_weak,int8_cpu}.onnx and the TensorRT ones' _mask variants"
+	@echo "  make accuracy   accuracy of every variant against FP32 and ground truth, method comparison"
+	@echo "  make bench      latency of every model for the backend here, the one the demo runs, streaming FPS"
 	@echo "  make typecheck  mypy over the TensorRT/pycuda code against the TensorRT stubs"
 	@echo "  make clean      delete $(ARTIFACTS)/ (the venv stays)"
 	@echo "  make help       this list"
 	@echo "  make check-device-deps  resolve requirements-device*.txt for JetPack 5.1/6.x and desktops (needs PyPI)"
 	@echo ""
-	@echo "on the device (Jetson or GPU desktop), with unet_{fp32,fp16,int8}.onnx copied to $(ARTIFACTS)/:"
+	@echo "on the device (Jetson or GPU desktop), with unet_{fp32,fp16,int8}.onnx copied to $(ARTIFACTS)/ (+ unet_int8_weak.onnx for TensorRT 8.x):"
 	@echo "  make device-setup  $(VENV) seeing the system's TensorRT and OpenCV, the runtime set only (no TensorFlow)"
 	@echo "  make engine     FP16 and INT8 TensorRT engines from the ONNX files (never trains or quantizes; uint8-mask"
 	@echo "                  output when the _mask variants are there too, else probabilities)"
@@ -48,7 +51,7 @@ help:
 	@echo "your own model:"
 	@echo "  make onnx MODEL=path/to/mine.keras ARTIFACTS=mine    # export (checked against it), FP16, INT8 of your model"
 	@echo "  make accuracy bench ARTIFACTS=mine                   # then measure them"
-	@echo "  python -m runtime demo --model mine/unet_int8.onnx --serve 8090   # and watch it live"
+	@echo "  ARTIFACTS=mine python -m runtime demo --serve 8090   # and watch the fastest gated one live"
 
 setup: $(STAMP)
 
@@ -87,21 +90,34 @@ $(FP16): $(FP32)
 	$(PY) -m calibration fp16 --fp32 $< --out $@
 endif
 
+# INT8 per backend, each calibrated with --method auto and held to the accuracy gate on held-out frames.
+# unet_int8_weak.onnx (weakly typed TensorRT builds) is written by the same command as unet_int8.onnx.
 ifeq ($(call given,$(INT8)),)
 $(INT8): $(FP32)
-	$(PY) -m calibration quantize --fp32 $< --out $@ --fp32-fallback
+	$(PY) -m calibration quantize --backend tensorrt --fp32 $< --out $@
+endif
+
+ifeq ($(call given,$(INT8_WEAK)),)
+$(INT8_WEAK): $(INT8)
+	@test -f $@ || { echo "error: $@ is missing: delete $(INT8) and run make onnx again" >&2; exit 2; }
+endif
+
+ifeq ($(call given,$(INT8_CPU)),)
+$(INT8_CPU): $(FP32)
+	$(PY) -m calibration quantize --backend onnxruntime --fp32 $< --out $@
 endif
 
 MASKS := $(ARTIFACTS)/unet_fp32_mask.onnx $(ARTIFACTS)/unet_fp16_mask.onnx $(ARTIFACTS)/unet_int8_mask.onnx
+WEAK_MASK := $(ARTIFACTS)/unet_int8_weak_mask.onnx
 $(ARTIFACTS)/%_mask.onnx: $(ARTIFACTS)/%.onnx
 	$(PY) -m calibration mask $< --out $@
 
-onnx: $(FP32) $(FP16) $(INT8) $(MASKS)
+onnx: $(FP32) $(FP16) $(INT8) $(INT8_WEAK) $(INT8_CPU) $(MASKS) $(WEAK_MASK)
 
-demo: $(FP32) $(FP16) $(INT8)
+demo: $(FP32) $(FP16) $(INT8) $(INT8_CPU)
 	$(PY) -m runtime demo --source synthetic:// --output $(ARTIFACTS)/demo.mp4 --summary-json $(ARTIFACTS)/demo.json
 
-bench: $(FP32) $(FP16) $(INT8)
+bench: $(FP32) $(FP16) $(INT8) $(INT8_CPU)
 	$(PY) -m runtime bench --streaming
 
 # ---- On the device ----------------------------------------------------------------------------
@@ -115,7 +131,7 @@ device-setup:
 
 # Only what is on the device is used: the ONNX files and the venv. Nothing here trains, exports or
 # quantizes; the builder finds the FP16/INT8 variants of unet_fp32.onnx by the link they record.
-need_onnx = @test -f $(FP32) || { echo "error: $(FP32) is missing: copy unet_fp32.onnx, unet_fp16.onnx and unet_int8.onnx (and their _mask variants) from the workstation's $(ARTIFACTS)/ (or run make onnx there)" >&2; exit 2; }
+need_onnx = @test -f $(FP32) || { echo "error: $(FP32) is missing: copy unet_fp32.onnx, unet_fp16.onnx and unet_int8.onnx (TensorRT 8.x: also unet_int8_weak.onnx; and their _mask variants) from the workstation's $(ARTIFACTS)/ (or run make onnx there)" >&2; exit 2; }
 need_device_venv = @test -x $(PY) || { echo "error: no $(VENV) here: run make device-setup first" >&2; exit 2; }
 
 # Engines output the uint8 mask when the three _mask variants were copied too, else probabilities.
@@ -128,8 +144,8 @@ engine:
 	$(PY) -m build_engine engine --onnx $(FP32) --precision fp16 --output $(ENGINE_OUTPUT)
 	$(PY) -m build_engine engine --onnx $(FP32) --precision int8 --output $(ENGINE_OUTPUT)
 
-accuracy: $(FP32) $(FP16) $(INT8)
-	$(PY) -m calibration evaluate $(FP32) $(FP16) $(INT8) --compare-methods
+accuracy: $(FP32) $(FP16) $(INT8) $(INT8_CPU)
+	$(PY) -m calibration evaluate --compare-methods
 
 test: $(STAMP)
 	$(PY) -m pytest -q -m "not gpu and not cuda" tests

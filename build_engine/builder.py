@@ -68,6 +68,19 @@ def fp32_source(onnx_path: Path) -> Path:
     return found[0]
 
 
+def int8_for_typing(fp32: Path, output_kind: str, strongly_typed: bool) -> Optional[Path]:
+    """The INT8 Q/DQ variant made for this typing mode (`unet.tensorrt_typing`), if there is one:
+    strongly typed builds take the FP16-based Q/DQ (opset 19), weakly typed ones (8.5/8.6, --typing
+    weak, DLA) the FP32-based one (opset 17, which 8.x parses); see calibration/qdq.py."""
+    wanted = "strong" if strongly_typed else "weak"
+    source = sha256_file(fp32)
+    found = [e.path for e in naming.index_models(fp32.parent)
+             if not e.is_engine and e.precision == "int8" and e.backend in ("tensorrt", "any") and e.source_sha256 == source
+             and e.output_kind == output_kind
+             and metadata.read_onnx_metadata(e.path).get(metadata.TENSORRT_TYPING) == wanted]
+    return sorted(found, key=lambda p: len(p.name))[0] if found else None
+
+
 def onnx_variant_path(onnx_path: Path, plan: BuildPlan, output: str = "probabilities") -> Path:
     """The ONNX the plan needs: the variant of `onnx_path`'s FP32 model at the plan's precision and
     output kind, found by the link each variant records to that model and by its metadata (precision,
@@ -84,6 +97,8 @@ def onnx_variant_path(onnx_path: Path, plan: BuildPlan, output: str = "probabili
         raise UserError(f"{plan.how} needs the {plan.onnx_variant}{' mask' if output == 'mask' else ''} variant of {fp32.name} "
                         f"(e.g. {name}, made from this very file), and none is in {fp32.parent}; copy it from the "
                         f"workstation (or run `make onnx` there){extra}")
+    if plan.onnx_variant == "int8":
+        wanted = int8_for_typing(fp32, kind, plan.strongly_typed) or wanted
     return wanted
 
 

@@ -1,26 +1,16 @@
-"""`python -m calibration fp16|quantize|evaluate`: precision in the ONNX, measured on any CPU."""
+"""`python -m calibration fp16|mask|quantize|evaluate`: precision in the ONNX, measured on any CPU."""
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 from typing import Sequence
 
-from calibration.dataset import (DEFAULT_CALIBRATION_FRAMES, FrameSet, check_calibration_set, check_no_overlap, frames_from,
-                                 load_record, save_record)
-from calibration.qdq import DEFAULT_METHOD, DEFAULT_PERCENTILE, METHODS
+from calibration.auto import DEFAULT_GATE, shown
+from calibration.dataset import DEFAULT_CALIBRATION_FRAMES, DEFAULT_HOLDOUT_FRAMES
+from calibration.ranges import DEFAULT_PERCENTILE, FAMILIES
+from calibration.recipes import RECIPES
 from runtime import metadata, naming
 from runtime.errors import HelpFormatter, UserError, add_debug_option, examples, run_cli
-from runtime.backends.onnxrt import OnnxRunner
-
-
-
-def record_path(int8_path: Path) -> Path:
-    return int8_path.with_name(int8_path.stem + ".calibration.json")
-
-
-def ranges_path(int8_path: Path) -> Path:
-    return int8_path.with_name(int8_path.stem + ".ranges.json")
 
 
 def cmd_fp16(args) -> None:
@@ -39,117 +29,45 @@ def cmd_mask(args) -> None:
         print(f"wrote {out} (uint8 mask output: probabilities >= {threshold} inside the model)")
 
 
-def quantize_one(fp32: Path, out: Path, method: str, percentile: float, frames: FrameSet | None, spec, reuse: bool,
-                 fallback_target: float | None = None, max_fp32_layers: int = 3) -> dict:
-    """Calibrate (or reuse the saved ranges), optionally keep the most sensitive layers in FP32, write the model."""
-    from calibration.qdq import quantize_int8
-
-    started = time.time()
-    if reuse:
-        record = load_record(record_path(out))
-        tensors = None
-        fp32_layers = tuple(record.get("fp32_fallback", {}).get("layers", []))
-    else:
-        assert frames is not None
-        check_calibration_set(frames)
-        record = frames.record(spec)
-        tensors = frames.tensors(spec)
-        fp32_layers = ()
-        record.update({"method": method, "percentile": percentile if method == "percentile" else None,
-                       "fp32_model": str(fp32), "ranges": str(ranges_path(out))})
-    extra = {metadata.CALIBRATION_SHA256: record["tensor_sha256"]}
-    quantize_int8(fp32, out, tensors, method, ranges_path(out), percentile, exclude_nodes=fp32_layers, extra_metadata=extra)
-    if fallback_target is not None and tensors is not None:
-        from calibration.sensitivity import choose_fp32_layers
-
-        fallback = choose_fp32_layers(fp32, ranges_path(out), method, tensors, fallback_target, max_fp32_layers)
-        record["fp32_fallback"] = fallback
-        fp32_layers = tuple(fallback["layers"])
-        if fp32_layers:
-            quantize_int8(fp32, out, None, method, ranges_path(out), percentile, exclude_nodes=fp32_layers,
-                          extra_metadata={**extra, metadata.FP32_LAYERS: ",".join(fp32_layers)})
-        print(f"FP32 fallback: IoU vs FP32 on {fallback['frames']} calibration frames {fallback['baseline']:.4f} -> "
-              f"{fallback['final']:.4f} keeping {len(fp32_layers)} of 23 layers in FP32 {list(fp32_layers)}")
-    if not reuse:
-        save_record(record, record_path(out))
-    print(f"wrote {out} (INT8 Q/DQ, {method}, {record['count']} calibration frames, {time.time() - started:.0f} s); "
-          f"ranges in {ranges_path(out)}, calibration record in {record_path(out)}")
-    return record
-
-
 def cmd_quantize(args) -> None:
-    fp32, out = Path(args.fp32), Path(args.out)
-    with OnnxRunner(fp32) as runner:
-        spec = runner.spec
-    frames = None if args.reuse_ranges else frames_from(args.source, args.count, "calib", spec, args.seed, args.every)
-    target = args.fallback_target if args.fp32_fallback else None
-    quantize_one(fp32, out, args.method, args.percentile, frames, spec, args.reuse_ranges, target, args.max_fp32_layers)
+    from calibration.quantize import QuantizeRequest, quantize, ranges_path, record_path, requantize
+
+    backends = list(RECIPES) if args.backend == "all" else [args.backend]
+    if args.out and len(backends) > 1:
+        raise UserError("--out names one file: give --backend tensorrt or --backend onnxruntime with it")
+    for backend in backends:
+        request = QuantizeRequest(Path(args.fp32), backend, Path(args.out) if args.out else None, args.method, args.percentile,
+                                  args.source, args.count, args.holdout, args.seed, args.every, args.gate,
+                                  args.max_fp32_layers, args.allow_below_gate)
+        if args.reuse_ranges:
+            out = requantize(request.fp32, request.out_path, backend)
+            print(f"wrote {out} from the saved ranges in {ranges_path(out)} (no recalibration)")
+            continue
+        outcome = quantize(request)
+        print(outcome.decision())
+        for path, iou in outcome.files.items():
+            print(f"wrote {path} (INT8 for {backend}; IoU vs FP32 {shown(iou)} on the held-out frames)")
+        print(f"calibration record (every candidate's score and time) in {record_path(request.out_path)}", flush=True)
 
 
 def cmd_evaluate(args) -> None:
-    from calibration import evaluate as ev
+    from calibration.evaluate import EvaluationRequest, run_evaluation
 
-    models = [Path(m) for m in args.models]
-    if not models or models[0].suffix != ".onnx":
-        raise UserError("the first model is the FP32 reference and must be an ONNX file (e.g. artifacts/unet_fp32.onnx)")
-    with OnnxRunner(models[0]) as runner:
-        spec = runner.spec
-        threshold = runner.threshold if args.threshold is None else args.threshold  # the model's own by default
-    frames = frames_from(args.data, args.count, "test", spec, args.seed, args.every)
-    overlap_checked = []
-    for model in models:
-        rec = record_path(model)
-        if rec.is_file():
-            check_no_overlap(load_record(rec), frames)
-            overlap_checked.append(model.name)
-
-    method_rows = {}
-    if args.compare_methods:
-        calib = frames_from(args.calibration_source, args.calibration_count, "calib", spec, args.seed, args.every)
-        check_no_overlap(calib.record(spec), frames)
-        out_dir = Path(args.methods_dir)
-        for method in METHODS:
-            out = out_dir / f"unet_int8_{method}.onnx"
-            quantize_one(models[0], out, method, args.percentile, calib, spec, reuse=False)
-            method_rows[method] = out
-        models += [p for p in method_rows.values() if p not in models]
-        overlap_checked += [p.name for p in method_rows.values()]
-
-    results = ev.evaluate(models, frames, threshold)
-    gate_list = ev.gates(results)
-    print()
-    print(f"accuracy on {frames.description} ({len(frames)} images; reference {results[0].name}; threshold {threshold:g}):")
-    print(ev.table(results))
-    if overlap_checked:
-        print(f"calibration/evaluation overlap: 0 images (checked for {', '.join(overlap_checked)})")
-    print()
-    for gate in gate_list:
-        print(gate.line())
-    if method_rows:
-        by_method = {r.name: r for r in results}
-        print("\ncalibration method comparison (same calibration frames):")
-        print(f"{'method':<11} {'IoU vs FP32':>11} {'IoU vs truth':>12} {'max|dp|':>8}")
-        for method, path in method_rows.items():
-            r = by_method[path.stem]
-            gt = f"{r.iou_gt:12.4f}" if r.iou_gt is not None else f"{'-':>12}"
-            print(f"{method:<11} {r.iou_vs_ref:11.4f} {gt} {r.max_abs_diff:8.4f}")
-    figure = ev.write_figure(args.figure, frames, results)
-    report = ev.write_report(args.json, results, gate_list, frames, {
-        "threshold": threshold, "overlap_checked": overlap_checked,
-        "method_comparison": {m: p.stem for m, p in method_rows.items()},
-    })
-    print(f"\nwrote {report} and {figure}")
-    if args.strict and not all(g.passed for g in gate_list):
-        raise UserError("some precision targets were missed (see above)")
+    run_evaluation(EvaluationRequest(
+        models=[Path(m) for m in args.models], data=args.data, count=args.count, threshold=args.threshold,
+        seed=args.seed, every=args.every, compare_methods=args.compare_methods,
+        calibration_source=args.calibration_source, calibration_count=args.calibration_count,
+        methods_dir=Path(args.methods_dir), json_path=Path(args.json), figure=Path(args.figure), strict=args.strict,
+        gate=args.gate))
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m calibration", description=__doc__, formatter_class=HelpFormatter,
                                 epilog=examples(
                                     "python -m calibration fp16",
-                                    "python -m calibration quantize --fp32-fallback           # INT8 Q/DQ, synthetic calibration",
-                                    "python -m calibration quantize --source my_images/ --method percentile",
-                                    "python -m calibration evaluate --compare-methods          # accuracy of every precision",
+                                    "python -m calibration quantize                          # INT8 for TensorRT and the CPU, gated",
+                                    "python -m calibration quantize --backend onnxruntime --source my_images/",
+                                    "python -m calibration evaluate --compare-methods          # accuracy of every variant",
                                     "python -m calibration quantize --help                    # each command's options"))
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -173,41 +91,51 @@ def parser() -> argparse.ArgumentParser:
         sp.add_argument("--seed", type=int, default=0, help="sampling / synthetic seed")
         sp.add_argument("--every", type=int, default=10, help="take every k-th frame of a video")
 
-    q = sub.add_parser("quantize", help="calibrate and write the INT8 Q/DQ ONNX", formatter_class=HelpFormatter,
-                       epilog=examples("python -m calibration quantize --fp32-fallback",
-                                       "python -m calibration quantize --source video.mp4 --every 5 --count 500",
-                                       "python -m calibration quantize --reuse-ranges --method percentile --percentile 99.99"))
+    q = sub.add_parser("quantize", help="calibrate, check against FP32 on held-out frames, write the INT8 ONNX",
+                       formatter_class=HelpFormatter,
+                       epilog=examples("python -m calibration quantize",
+                                       "python -m calibration quantize --backend onnxruntime --source video.mp4 --every 5 --count 500",
+                                       "python -m calibration quantize --backend tensorrt --method percentile --percentile 99.99",
+                                       "python -m calibration quantize --backend onnxruntime --reuse-ranges"))
     q.add_argument("--fp32", default=str(naming.onnx_path("fp32")), help="the FP32 ONNX")
-    q.add_argument("--out", default=str(naming.onnx_path("int8")), help="the INT8 Q/DQ ONNX to write")
+    q.add_argument("--backend", default="all", choices=(*RECIPES, "all"),
+                   help="tensorrt: symmetric Q/DQ (unet_int8.onnx, unet_int8_weak.onnx); onnxruntime: CPU INT8 "
+                        "(unet_int8_cpu.onnx); all: both (default)")
+    q.add_argument("--out", help="the INT8 file (default: beside --fp32, named by backend)")
     q.add_argument("--source", default="synthetic", help="'synthetic', an image folder or a video file")
     q.add_argument("--count", type=int, default=DEFAULT_CALIBRATION_FRAMES, help="calibration frames")
-    q.add_argument("--method", default=DEFAULT_METHOD, choices=METHODS, help="how activation ranges are chosen")
+    q.add_argument("--holdout", type=int, default=DEFAULT_HOLDOUT_FRAMES,
+                   help="further frames of the same source, never calibrated on, that score each method against FP32")
+    q.add_argument("--method", default="auto", choices=("auto", *FAMILIES),
+                   help="auto: try entropy, percentiles and min-max and keep the best that meets the gate")
     q.add_argument("--percentile", type=float, default=DEFAULT_PERCENTILE, help="for --method percentile")
+    q.add_argument("--gate", type=float, default=DEFAULT_GATE, help="minimum IoU vs FP32 on the held-out frames")
+    q.add_argument("--max-fp32-layers", type=int, default=3,
+                   help="layers that may stay in float when no method meets the gate with every layer INT8 (0: none)")
+    q.add_argument("--allow-below-gate", action="store_true", help="write the best model even below the gate (recorded)")
     q.add_argument("--reuse-ranges", action="store_true", help="re-quantize from the saved ranges, no recalibration")
-    q.add_argument("--fp32-fallback", action="store_true",
-                   help="keep the most accuracy-sensitive Conv layers in FP32 until --fallback-target is met")
-    q.add_argument("--fallback-target", type=float, default=0.985, help="IoU vs FP32 on calibration frames")
-    q.add_argument("--max-fp32-layers", type=int, default=3, help="at most this many layers kept FP32")
+    q.add_argument("--fp32-fallback", action="store_true", help=argparse.SUPPRESS)  # now automatic; kept for old scripts
     add_source(q)
     q.set_defaults(func=cmd_quantize)
 
     e = sub.add_parser("evaluate", help="accuracy of each model against the first (FP32) and the ground truth",
                        formatter_class=HelpFormatter,
                        epilog=examples("python -m calibration evaluate --compare-methods",
-                                       "python -m calibration evaluate out/unet_fp32.onnx out/unet_int8.onnx --data my_set/"))
-    e.add_argument("models", nargs="*", default=[str(naming.onnx_path(p)) for p in naming.PRECISIONS],
-                   help="ONNX models; the first (FP32) is the reference")
+                                       "python -m calibration evaluate out/unet_fp32.onnx out/unet_int8_cpu.onnx --data my_set/"))
+    e.add_argument("models", nargs="*", help="the FP32 model first; default: it and every variant of it in $ARTIFACTS")
     e.add_argument("--data", default="synthetic", help="'synthetic' (held-out test split) or a folder with images/ and masks/")
     e.add_argument("--count", type=int, default=200, help="evaluation images")
     e.add_argument("--threshold", type=float, help="probability above which a pixel is foreground (each model's own if not "
                                                   "given: its metadata, 0.5 for older exports)")
-    e.add_argument("--compare-methods", action="store_true", help="also quantize with entropy, percentile and min-max and compare")
+    e.add_argument("--gate", type=float, default=DEFAULT_GATE, help="IoU vs FP32 a model needs to be chosen to run")
+    e.add_argument("--compare-methods", action="store_true",
+                   help="also quantize with each method for each backend (under --methods-dir) and compare")
     e.add_argument("--calibration-source", default="synthetic", help="for --compare-methods")
     e.add_argument("--calibration-count", type=int, default=DEFAULT_CALIBRATION_FRAMES, help="for --compare-methods")
-    e.add_argument("--percentile", type=float, default=DEFAULT_PERCENTILE, help="for the percentile method")
     e.add_argument("--methods-dir", default=str(naming.artifacts_dir() / "methods"), help="where --compare-methods writes")
     e.add_argument("--json", default=str(naming.accuracy_report_path()), help="the accuracy report")
-    e.add_argument("--figure", default=str(naming.artifacts_dir() / "accuracy_worst.png"), help="worst cases, side by side")
+    e.add_argument("--figure", default=str(naming.artifacts_dir() / "accuracy_worst.png"),
+                   help="the worst images of the model that runs here, errors in two colours")
     e.add_argument("--strict", action="store_true", help="exit non-zero when a precision target is missed")
     add_source(e)
     e.set_defaults(func=cmd_evaluate)

@@ -15,11 +15,14 @@ import numpy as np
 
 from runtime.data.images import IMAGE_SUFFIXES, list_images, load_folder, load_mask, read_image
 from runtime.errors import UserError
+from runtime.files import atomic_write_text
 from runtime.preprocess import InputSpec, preprocess_batch
 from runtime.data.synthetic import make_dataset
 
 MIN_CALIBRATION_FRAMES = 32
 DEFAULT_CALIBRATION_FRAMES = 300
+DEFAULT_HOLDOUT_FRAMES = 100
+MIN_HOLDOUT_FRAMES = 8
 
 
 @dataclass
@@ -38,6 +41,12 @@ class FrameSet:
 
     def __len__(self) -> int:
         return len(self.frames)
+
+    def subset(self, indices, description: str) -> "FrameSet":
+        indices = list(indices)
+        masks = self.masks[indices] if self.masks is not None else None
+        return FrameSet([self.frames[i] for i in indices], [self.sources[i] for i in indices], masks, description,
+                        [self.frame_hashes[i] for i in indices])
 
     def tensors(self, spec: InputSpec) -> np.ndarray:
         return preprocess_batch(self.frames, spec)
@@ -128,6 +137,25 @@ def frames_from(source: str, count: int, split: str, spec, seed: int, every: int
     raise UserError(f"calibration/evaluation source {source!r} is neither 'synthetic', a folder nor a video file")
 
 
+def split_holdout(frame_set: FrameSet, holdout: int, wanted_calibration: int) -> tuple[FrameSet, FrameSet]:
+    """(calibration part, held-out part) of one source, the held-out frames spread evenly across it.
+
+    A source with fewer than `wanted_calibration + holdout` frames gives a quarter of them (at
+    most `holdout`) to the held-out part.
+    """
+    total = len(frame_set)
+    if total < wanted_calibration + holdout:
+        holdout = min(holdout, total // 4)
+    if holdout < MIN_HOLDOUT_FRAMES:
+        raise UserError(f"{frame_set.description} has {total} frames: too few to calibrate and hold out "
+                        f"{MIN_HOLDOUT_FRAMES} frames for the accuracy check; give at least "
+                        f"{MIN_CALIBRATION_FRAMES + MIN_HOLDOUT_FRAMES} (a few hundred is better)")
+    held = set(np.linspace(0, total - 1, holdout).round().astype(int).tolist())
+    calibration = [i for i in range(total) if i not in held]
+    return (frame_set.subset(calibration, frame_set.description),
+            frame_set.subset(sorted(held), f"{len(held)} held-out frames of {frame_set.description}"))
+
+
 def check_calibration_set(frame_set: FrameSet, minimum: int = MIN_CALIBRATION_FRAMES) -> None:
     """Refuse sets too small or too uniform to calibrate on (random or blank data gives bad INT8)."""
     if len(frame_set) < minimum:
@@ -141,7 +169,8 @@ def check_calibration_set(frame_set: FrameSet, minimum: int = MIN_CALIBRATION_FR
 
 def check_no_overlap(calibration_record: dict, evaluation: FrameSet) -> int:
     """Evaluation images must not be calibration images; returns the (zero) overlap or raises."""
-    shared = set(calibration_record.get("frame_sha256", [])) & set(evaluation.frame_hashes)
+    used = set(calibration_record.get("frame_sha256", [])) | set(calibration_record.get("heldout", {}).get("frame_sha256", []))
+    shared = used & set(evaluation.frame_hashes)
     if shared:
         raise UserError(f"{len(shared)} evaluation images are also in the calibration set; "
                         f"evaluate on held-out images (a different folder or split)")
@@ -149,8 +178,7 @@ def check_no_overlap(calibration_record: dict, evaluation: FrameSet) -> int:
 
 
 def save_record(record: dict, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(record, indent=1))
+    atomic_write_text(path, json.dumps(record, indent=1))
 
 
 def load_record(path: Path) -> dict:

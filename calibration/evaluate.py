@@ -19,10 +19,13 @@ from runtime.metrics import agreement, dice_from_iou, per_image_iou, pooled_iou
 from runtime.postprocess import probabilities_to_mask
 from runtime.preprocess import preprocess_batch
 from runtime.factory import open_runner
+from runtime.files import atomic_write_text, sha256_file
+from runtime.naming import describe_model
 
-# Targets from the project's precision issue: what each precision may cost against FP32.
+# Targets from the project's precision issues: what each precision may cost against FP32 (INT8's is
+# the calibration gate, calibration/auto.py).
 FP16_MIN_IOU_VS_FP32 = 0.999
-INT8_MIN_IOU_VS_FP32 = 0.98
+INT8_MIN_IOU_VS_FP32 = 0.99
 INT8_MAX_GT_IOU_LOSS = 0.01
 
 
@@ -42,9 +45,11 @@ class ModelResult:
     max_abs_diff: float = 0.0
     mean_abs_diff: float = 0.0
     worst: list[dict] = field(default_factory=list)
+    sha256: str = ""
+    made_for: str = "any"  # the backend the variant was made for (its metadata)
 
     def summary(self) -> dict:
-        keys = ("name", "path", "backend", "precision", "seconds", "iou_gt", "dice_gt", "iou_vs_ref",
+        keys = ("name", "path", "sha256", "backend", "made_for", "precision", "seconds", "iou_gt", "dice_gt", "iou_vs_ref",
                 "agreement_vs_ref", "max_abs_diff", "mean_abs_diff", "worst")
         return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in ((k, getattr(self, k)) for k in keys)}
 
@@ -60,8 +65,10 @@ def run_model(path: str | Path, frames: FrameSet, threshold: float | None, batch
         probabilities = np.concatenate([runner.infer(tensors[i : i + batch_size]) for i in range(0, len(tensors), batch_size)])
         seconds = time.perf_counter() - started
         masks = [probabilities_to_mask(p, f.shape[0], f.shape[1], threshold) for p, f in zip(probabilities, frames.frames)]
+        entry = describe_model(Path(path))
         return ModelResult(Path(path).stem, str(path), runner.backend, runner.precision, seconds, probabilities,
-                           np.stack(masks) if len({m.shape for m in masks}) == 1 else np.array(masks, dtype=object))
+                           np.stack(masks) if len({m.shape for m in masks}) == 1 else np.array(masks, dtype=object),
+                           sha256=sha256_file(path), made_for=entry.backend if entry else "any")
 
 
 def compare(results: list[ModelResult], frames: FrameSet, worst_count: int = 4) -> None:
@@ -118,32 +125,6 @@ def table(results: list[ModelResult]) -> str:
     return "\n".join(lines)
 
 
-def _tile(image: np.ndarray, size: int, label: str) -> np.ndarray:
-    tile = cv2.resize(image if image.ndim == 3 else cv2.cvtColor(image, cv2.COLOR_GRAY2BGR), (size, size), interpolation=cv2.INTER_NEAREST)
-    cv2.rectangle(tile, (0, 0), (min(size - 1, 6 + 6 * len(label)), 16), (40, 40, 40), -1)  # readable on white masks
-    cv2.putText(tile, label, (3, 12), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (0, 255, 255), 1, cv2.LINE_AA)
-    return tile
-
-
-def write_figure(path: str | Path, frames: FrameSet, results: list[ModelResult], worst_count: int = 4, size: int = 160) -> Path:
-    """Rows: the worst images of the lowest-precision model; columns: input, truth, each model's mask."""
-    target = min(results[1:], key=lambda r: r.iou_vs_ref) if len(results) > 1 else results[0]
-    rows = []
-    for entry in target.worst[:worst_count]:
-        i = entry["index"]
-        tiles = [_tile(frames.frames[i], size, f"input #{i}")]
-        if frames.masks is not None:
-            tiles.append(_tile((frames.masks[i] * 255).astype(np.uint8), size, "truth"))
-        for r in results:
-            tiles.append(_tile((r.masks[i] * 255).astype(np.uint8), size, f"{r.name}"))
-        rows.append(np.concatenate(tiles, axis=1))
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(path), np.concatenate(rows, axis=0)):
-        raise UserError(f"cannot write figure {path}")
-    return path
-
-
 def evaluate(model_paths: list[str | Path], frames: FrameSet, threshold: float | None = None) -> list[ModelResult]:
     if not model_paths:
         raise UserError("no models to evaluate; give the FP32 model first")
@@ -159,8 +140,6 @@ def evaluate(model_paths: list[str | Path], frames: FrameSet, threshold: float |
 
 
 def write_report(path: str | Path, results: list[ModelResult], gate_list: list[Gate], frames: FrameSet, extra: dict) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     report = {
         "evaluation_set": {"description": frames.description, "count": len(frames), "has_ground_truth": frames.masks is not None},
         "reference": results[0].name,
@@ -168,5 +147,105 @@ def write_report(path: str | Path, results: list[ModelResult], gate_list: list[G
         "gates": [g.__dict__ for g in gate_list],
         **extra,
     }
-    path.write_text(json.dumps(report, indent=1))
-    return path
+    return atomic_write_text(path, json.dumps(report, indent=1))
+
+
+def default_models(fp32: Path) -> list[Path]:
+    """The FP32 model and every variant in its folder that records it as its source, whatever the names."""
+    from runtime.naming import index_models
+
+    if not fp32.is_file():
+        raise UserError(f"FP32 model {fp32} does not exist; run `make onnx`")
+    source = sha256_file(fp32)
+    variants = [e.path for e in index_models(fp32.parent)
+                if not e.is_engine and e.path != fp32 and e.source_sha256 == source and e.precision != "fp32"]
+    return [fp32, *sorted(variants, key=lambda p: p.name)]
+
+
+def chosen_result(results: list[ModelResult], gate: float) -> ModelResult:
+    """The model the runtime would run on this backend: the fastest measured here that passes the gate."""
+    here = [r for r in results if r.made_for in ("any", r.backend) and r.iou_vs_ref >= gate]
+    return min(here, key=lambda r: r.seconds) if here else results[0]
+
+
+@dataclass
+class EvaluationRequest:
+    models: list[Path]
+    json_path: Path
+    figure: Path
+    methods_dir: Path
+    data: str = "synthetic"
+    count: int = 200
+    threshold: float | None = None  # None: each model's own (its metadata)
+    seed: int = 0
+    every: int = 10
+    compare_methods: bool = False
+    calibration_source: str = "synthetic"
+    calibration_count: int = 300
+    strict: bool = False
+    gate: float = INT8_MIN_IOU_VS_FP32
+
+
+def compare_methods(request: EvaluationRequest, fp32: Path, frames: FrameSet) -> dict[str, Path]:
+    """Each calibration method for each backend's recipe, written under `methods_dir` (never over the main files)."""
+    from calibration.quantize import QuantizeRequest, quantize
+    from calibration.ranges import FAMILIES
+    from calibration.recipes import RECIPES
+
+    from runtime.naming import base_stem
+
+    made = {}
+    for backend, recipe in RECIPES.items():
+        for family in FAMILIES:
+            out = request.methods_dir / f"{base_stem(fp32)}_int8{recipe.tag}_{family}.onnx"
+            quantize(QuantizeRequest(fp32, backend, out, family, source=request.calibration_source,
+                                     count=request.calibration_count, seed=request.seed, every=request.every,
+                                     max_fp32_layers=0, allow_below_gate=True))
+            made[f"{backend}/{family}"] = out
+    return made
+
+
+def run_evaluation(request: EvaluationRequest) -> list[ModelResult]:
+    """Evaluate, print the table and gates, write the report and the worst-case figure."""
+    from calibration.dataset import check_no_overlap, frames_from, load_record
+    from calibration.quantize import record_path
+    from runtime import naming
+
+    models = list(request.models) or default_models(naming.onnx_path("fp32"))
+    if models[0].suffix != ".onnx":
+        raise UserError("the first model is the FP32 reference and must be an ONNX file (e.g. artifacts/unet_fp32.onnx)")
+    with open_runner(models[0]) as runner:
+        spec = runner.spec
+    frames = frames_from(request.data, request.count, "test", spec, request.seed, request.every)
+    checked = []
+    for model in models:
+        if record_path(model).is_file():
+            check_no_overlap(load_record(record_path(model)), frames)
+            checked.append(model.name)
+    method_rows = compare_methods(request, models[0], frames) if request.compare_methods else {}
+    for label, path in method_rows.items():
+        check_no_overlap(load_record(record_path(path)), frames)
+        checked.append(label)
+    results = evaluate([*models, *method_rows.values()], frames, request.threshold)
+    gate_list = gates(results)
+    threshold = "each model's own" if request.threshold is None else f"{request.threshold:g}"
+    print(f"\naccuracy on {frames.description} ({len(frames)} images; reference {results[0].name}; threshold {threshold}):")
+    print(table(results))
+    if checked:
+        print(f"calibration/evaluation overlap: 0 images (checked for {', '.join(checked)})")
+    print()
+    for gate in gate_list:
+        print(gate.line())
+    chosen = chosen_result(results[: len(models)], request.gate)
+    print(f"\nthe model that runs here (fastest on {chosen.backend} with IoU vs FP32 >= {request.gate}): {chosen.name}")
+    from calibration.figure import write_figure
+
+    figure = write_figure(request.figure, frames, chosen, results[0])
+    report = write_report(request.json_path, results, gate_list, frames, {
+        "threshold": request.threshold, "overlap_checked": checked, "chosen": chosen.name, "gate": request.gate,
+        "method_comparison": {label: path.stem for label, path in method_rows.items()},
+    })
+    print(f"\nwrote {report} and {figure} (worst images of {chosen.name})")
+    if request.strict and not all(g.passed for g in gate_list):
+        raise UserError("some precision targets were missed (see above)")
+    return results

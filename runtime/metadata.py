@@ -43,6 +43,16 @@ THRESHOLD = "unet.threshold"
 SOURCE_OUTPUT = "unet.source_output"
 SOURCE_OUTPUTS = ("probabilities", "logits")
 CONTRACT_KEYS = (INPUT_SCALE, INPUT_OFFSET, COLOR_ORDER, THRESHOLD, SOURCE_OUTPUT)
+# The accuracy a reduced-precision variant was measured at when it was made: IoU vs its FP32
+# source on held-out frames of the calibration source, what those frames were, the gate it was
+# held to, and "true" when it was written below that gate on request (--allow-below-gate).
+IOU_VS_FP32 = "unet.iou_vs_fp32"
+IOU_MEASURED_ON = "unet.iou_measured_on"
+ACCURACY_GATE = "unet.accuracy_gate"
+BELOW_GATE = "unet.below_gate"
+# Which TensorRT typing mode a Q/DQ variant is for: "strong" (FP16 base, opset 19) or "weak" (FP32
+# base, opset 17, for builds that set the FP16/INT8 flags themselves).
+TENSORRT_TYPING = "unet.tensorrt_typing"
 
 BACKENDS = ("any", "onnxruntime", "tensorrt")
 _METADATA_FIELD = 14  # ModelProto.metadata_props in onnx.proto
@@ -140,6 +150,14 @@ def output_kind_of(meta: Mapping[str, str]) -> str:
 
 def backend_of(meta: Mapping[str, str]) -> str:
     return meta.get(BACKEND, "any")
+
+
+def recorded_iou(meta: Mapping[str, str]) -> Optional[float]:
+    """The IoU vs FP32 recorded when the variant was made, if any (None for a malformed value)."""
+    try:
+        return float(meta[IOU_VS_FP32]) if IOU_VS_FP32 in meta else None
+    except ValueError:
+        return None
 
 
 def derived_from(source_name: str, source_sha256: str) -> Dict[str, str]:

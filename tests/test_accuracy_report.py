@@ -60,13 +60,15 @@ def test_evaluate_command_writes_report_and_figure(tiny_model_dir, tmp_path):
     assert data["models"][1]["iou_vs_ref"] == 1.0
     import cv2
     image = cv2.imread(str(figure))
-    assert image is not None and image.shape[1] == 160 * 4  # input, truth, two models
+    assert image is not None and image.shape[1] == 160 * 3  # input, errors vs FP32, errors vs truth
+    assert data["chosen"] == "unet_fp32" and data["models"][0]["sha256"]
 
 
 def test_evaluate_refuses_overlapping_sets(tiny_model_dir, tmp_path):
     fp32 = tiny_model_dir / "unet_fp32.onnx"
     int8 = tmp_path / "unet_int8.onnx"
-    result = run_module("calibration", "quantize", "--fp32", str(fp32), "--out", str(int8), "--count", "40")
+    result = run_module("calibration", "quantize", "--fp32", str(fp32), "--out", str(int8), "--backend", "tensorrt",
+                        "--count", "40", "--holdout", "12")
     assert result.returncode == 0, result.stderr
     (tmp_path / "data" / "images").mkdir(parents=True)
     (tmp_path / "data" / "masks").mkdir()
@@ -84,3 +86,36 @@ def test_cli_errors(tmp_path):
     assert_one_line_error(run_module("calibration", "fp16", "--fp32", str(tmp_path / "no.onnx")), "make onnx")
     assert_one_line_error(run_module("calibration", "evaluate", str(tmp_path / "no.onnx")), "make onnx")
     assert_one_line_error(run_module("calibration", "quantize", "--fp32", str(tmp_path / "no.onnx")), "make onnx")
+
+
+def test_method_comparison_stays_in_its_folder_and_the_figure_shows_the_chosen_model(tiny_model_dir, tmp_path):
+    import cv2
+    import shutil
+
+    from calibration.figure import FALSE_NEGATIVE, FALSE_POSITIVE
+
+    artifacts = tmp_path / "artifacts"
+    artifacts.mkdir()
+    fp32 = artifacts / "unet_fp32.onnx"
+    shutil.copy(tiny_model_dir / "unet_fp32.onnx", fp32)
+    result = run_module("calibration", "quantize", "--fp32", str(fp32), "--backend", "onnxruntime", "--count", "40",
+                        "--holdout", "16", "--gate", "0.9")
+    assert result.returncode == 0, result.stderr
+    before = {p.name: p.read_bytes() for p in artifacts.iterdir()}
+    result = run_module("calibration", "evaluate", "--count", "12", "--compare-methods", "--calibration-count", "40",
+                        "--gate", "0.9", env={"ARTIFACTS": str(artifacts)})
+    assert result.returncode == 0, result.stderr
+    for name, content in before.items():
+        assert (artifacts / name).read_bytes() == content, f"{name} was overwritten"
+    methods = sorted(p.name for p in (artifacts / "methods").glob("*.onnx"))
+    assert "unet_int8_cpu_entropy.onnx" in methods and "unet_int8_minmax.onnx" in methods
+    report = json.loads((artifacts / "accuracy.json").read_text())
+    names = [m["name"] for m in report["models"]]
+    assert {"unet_int8_cpu", "unet_int8_cpu_minmax"} <= set(names)  # variants found by their link to the FP32 model
+    main = [m for m in report["models"] if not m["path"].startswith(str(artifacts / "methods"))]
+    eligible = [m for m in main if m["made_for"] in ("any", "onnxruntime") and m["iou_vs_ref"] >= 0.9]
+    assert report["chosen"] == min(eligible, key=lambda m: m["seconds"])["name"]  # the fastest gated model for here
+    assert len(report["method_comparison"]) == 6
+    figure = cv2.imread(str(artifacts / "accuracy_worst.png"))
+    colours = {tuple(int(v) for v in px) for px in figure.reshape(-1, 3)}
+    assert FALSE_POSITIVE in colours or FALSE_NEGATIVE in colours  # errors drawn in their two colours

@@ -7,7 +7,7 @@ from onnx import TensorProto, numpy_helper
 
 from calibration.dataset import FrameSet, check_calibration_set, check_no_overlap, folder_set, synthetic_set, video_set
 from calibration.fp16 import convert_fp16
-from calibration.qdq import FrameBatchReader, quantize_int8
+from calibration.qdq import quantize_int8
 from runtime.errors import UserError
 from runtime.metrics import pooled_iou
 from runtime.preprocess import InputSpec
@@ -22,7 +22,7 @@ def precision_models(tiny_model_dir, tmp_path_factory):
     folder = tmp_path_factory.mktemp("precision")
     fp32 = tiny_model_dir / "unet_fp32.onnx"
     calib = synthetic_set(64, SPEC, "calib")
-    int8 = quantize_int8(fp32, folder / "int8.onnx", calib.tensors(SPEC), "entropy", folder / "int8.ranges.json")
+    int8 = quantize_int8(fp32, folder / "int8.onnx", calib.tensors(SPEC), "percentile", folder / "int8.ranges.json")
     fp16 = convert_fp16(fp32, folder / "fp16.onnx")
     return {"fp32": fp32, "fp16": fp16, "int8": int8, "ranges": folder / "int8.ranges.json", "calib": calib}
 
@@ -76,9 +76,8 @@ def test_int8_model_runs_close_to_fp32(precision_models):
     with OnnxRunner(precision_models["fp32"]) as ref, OnnxRunner(precision_models["int8"]) as q:
         assert q.precision == "int8" and q.spec == SPEC
         expected, got = ref.infer(x), q.infer(x)
-    # Per-pixel maxima swing at mask edges; what must hold is the mask and the mean error.
-    assert pooled_iou(got > 0.5, expected > 0.5) > 0.95
-    assert np.abs(expected - got).mean() < 0.02
+        assert (expected > 0.5).mean() > 0.01  # the model finds salt: the comparison is not trivially perfect
+        assert pooled_iou(got > 0.5, expected > 0.5) > 0.95 and np.abs(got - expected).mean() < 0.02
 
 
 def test_ranges_are_saved_and_reused_without_calibrating(precision_models, tmp_path):
@@ -86,10 +85,10 @@ def test_ranges_are_saved_and_reused_without_calibrating(precision_models, tmp_p
 
     ranges = precision_models["ranges"]
     saved = json.loads(ranges.read_text())
-    assert saved["calibration_method"]["value"] == "CalibrationMethod.Entropy"
+    assert saved["calibration_method"]["value"] == "CalibrationMethod.Percentile"
     conv_inputs = [v for v in saved["data"].values() if "lowest" in v and "highest" in v]
     assert len(conv_inputs) >= 23  # at least every Conv/ConvTranspose input
-    again = quantize_int8(precision_models["fp32"], tmp_path / "again.onnx", None, "entropy", ranges)
+    again = quantize_int8(precision_models["fp32"], tmp_path / "again.onnx", None, "percentile", ranges)
     original, reused = onnx.load(precision_models["int8"]), onnx.load(again)
     _, a = graph_index(original)
     _, b = graph_index(reused)
@@ -114,24 +113,17 @@ def test_fp16_keeps_float32_io_and_fp32_sigmoid(precision_models):
         assert np.abs(ref.infer(x) - y).max() < 1e-2
 
 
-def test_reader_yields_preprocessed_batches_deterministically():
+def test_calibration_tensors_are_preprocessed_deterministically():
     frames = synthetic_set(40, SPEC, "calib")
     a, b = frames.tensors(SPEC), synthetic_set(40, SPEC, "calib").tensors(SPEC)
     np.testing.assert_array_equal(a, b)
-    reader = FrameBatchReader(a, batch_size=16).reader
-    batches = []
-    while (item := reader.get_next()) is not None:
-        batches.append(item["image"])
-    assert [len(x) for x in batches] == [16, 16, 8]
-    assert all(x.dtype == np.float32 and x.shape[1:] == (1, 64, 64) for x in batches)
+    assert a.dtype == np.float32 and a.shape == (40, 1, 64, 64)
     assert -1.0 <= a.min() and a.max() <= 1.0
-    reader.rewind()
-    np.testing.assert_array_equal(reader.get_next()["image"], batches[0])
     assert frames.record(SPEC)["tensor_sha256"] == synthetic_set(40, SPEC, "calib").tensor_hash(SPEC)
 
 
 def test_calibration_batches_are_even_for_any_set_size(tiny_model_dir, tmp_path):
-    from calibration.qdq import even_batch_size
+    from calibration.ranges import even_batch_size
 
     assert [even_batch_size(n) for n in (300, 64, 37, 40)] == [15, 16, 1, 10]
     frames = synthetic_set(50, SPEC, "calib")  # 50 = 3 x 16 + 2 would leave a short batch
@@ -178,24 +170,31 @@ def test_quantize_errors(tmp_path):
 
 
 def test_fp32_fallback_keeps_the_most_sensitive_layers_unquantized(precision_models, tmp_path):
+    from calibration.auto import HeldOutScorer
+    from calibration.recipes import TENSORRT
     from calibration.sensitivity import choose_fp32_layers
+    from onnxruntime.quantization import CalibrationMethod
 
-    calib = precision_models["calib"].tensors(SPEC)
-    result = choose_fp32_layers(precision_models["fp32"], precision_models["ranges"], "entropy", calib,
-                                target=1.01, max_layers=2)  # unreachable target: spend the whole budget
+    fp32 = precision_models["fp32"]
+    scorer = HeldOutScorer(fp32, synthetic_set(24, SPEC, "calib", seed=7).tensors(SPEC))
+    trial = tmp_path / "trial.onnx"
+
+    def quantize(exclude):
+        return TENSORRT.quantize(fp32, trial, precision_models["ranges"], CalibrationMethod.Percentile, exclude)
+
+    nodes = TENSORRT.weighted_nodes(fp32)
+    result = choose_fp32_layers(quantize, nodes, scorer.iou, target=1.01, max_layers=2)  # unreachable: spend the budget
     assert len(result["ranking"]) == 23 and len(result["layers"]) == 2
     scores = [r["iou_vs_fp32_if_fp32"] for r in result["ranking"]]
     assert scores == sorted(scores, reverse=True)
     assert result["layers"] == [r["layer"] for r in result["ranking"][:2]]
-    out = quantize_int8(precision_models["fp32"], tmp_path / "fb.onnx", None, "entropy", precision_models["ranges"],
-                        exclude_nodes=tuple(result["layers"]))
-    model = onnx.load(out)
+    model = onnx.load(quantize(tuple(result["layers"])))
     producers, _ = graph_index(model)
     for node in model.graph.node:
         if node.op_type in ("Conv", "ConvTranspose"):
             quantized = producers[node.input[1]].op_type == "DequantizeLinear" if node.input[1] in producers else False
             assert quantized == (node.name not in result["layers"]), node.name
-    reached = choose_fp32_layers(precision_models["fp32"], precision_models["ranges"], "entropy", calib, target=0.0)
+    reached = choose_fp32_layers(quantize, nodes, scorer.iou, target=0.0)
     assert reached["layers"] == [] and reached["ranking"] == []  # already at target: nothing kept in FP32
 
 
