@@ -125,13 +125,3 @@ def find_variant(fp32: Path, precision: str, backends: Iterable[str] = ("any",),
     if output_kind != "probabilities":
         preferred = preferred.with_name(f"{preferred.stem}_mask{preferred.suffix}")
     return preferred if preferred in matches else (matches[0] if matches else None)
-
-
-def default_candidates(stem: str = DEFAULT_STEM) -> List[str]:
-    """File names the demo and the benchmark look for, best first: engines, then ONNX."""
-    return [f"{stem}_int8.engine", f"{stem}_fp16.engine", f"{stem}_int8.onnx", f"{stem}_fp16.onnx", f"{stem}_fp32.onnx"]
-
-
-def discover_models(folder: Path) -> List[Path]:
-    """The models present in `folder`, best first."""
-    return [folder / name for name in default_candidates() if (folder / name).is_file()]

@@ -12,7 +12,6 @@ import os
 import platform
 import shutil
 import subprocess
-import tempfile
 import time
 from contextlib import ExitStack
 from pathlib import Path
@@ -21,15 +20,14 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from runtime.app.pipeline import Pipeline, run_sequential
-from runtime.app.sinks import VideoFileSink
-from runtime.app.sources import SyntheticSource
 from runtime.app.stats import percentiles
+from runtime.app.streaming_bench import format_streaming, streaming
 from runtime.backends.base import Runner
 from runtime.data.synthetic import SaltVideo
 from runtime.errors import HelpFormatter, UserError, add_debug_option, examples, run_cli
 from runtime.factory import open_runner
-from runtime.naming import accuracy_report_path, artifacts_dir, default_candidates, discover_models, is_engine
+from runtime.naming import accuracy_report_path, artifacts_dir, is_engine
+from runtime import selection
 from runtime.postprocess import output_to_mask
 from runtime.preprocess import preprocess_batch
 
@@ -87,7 +85,8 @@ def open_models(paths: list[Path], threads: int | None, stack: ExitStack) -> lis
     for path in paths:
         before = rss_mb()
         try:
-            runner = stack.enter_context(open_runner(path, threads=threads))
+            # Spinning on: a model timed alone, as ONNX Runtime's own benchmarks do (+7-12% here).
+            runner = stack.enter_context(open_runner(path, threads=threads, spinning=True))
         except UserError as exc:
             print(f"skipping {path}: {exc}")
             continue
@@ -136,27 +135,6 @@ def time_models(runners: list[tuple[Runner, float]], frames: list[np.ndarray], b
     return rows
 
 
-def streaming(runner: Runner, frames: int, width: int, height: int) -> dict:
-    """Demo pipeline FPS vs model-only FPS vs the plain sequential loop, on the synthetic video."""
-    video = SaltVideo(height, width)
-    tensors = preprocess_batch([video.frame(i)[0] for i in range(min(frames, 30))], runner.spec)
-    for x in tensors[:5]:
-        runner.infer(x[None])
-    t0 = time.perf_counter()
-    for i in range(frames):
-        runner.infer(tensors[i % len(tensors)][None])
-    model_only = frames / (time.perf_counter() - t0)
-    with tempfile.TemporaryDirectory() as tmp:
-        with SyntheticSource(frames, width, height) as source, VideoFileSink(Path(tmp) / "s.mp4", 30) as sink:
-            sequential = run_sequential(source, runner, sink)
-        with SyntheticSource(frames, width, height) as source, VideoFileSink(Path(tmp) / "p.mp4", 30) as sink:
-            pipelined = Pipeline(source, runner, sink).run()
-    return {"model": runner.path.name, "frames": frames, "size": f"{width}x{height}", "model_only_fps": round(model_only, 2),
-            "sequential_fps": round(sequential.fps, 2), "pipeline_fps": round(pipelined.fps, 2),
-            "pipeline_over_model_only": round(pipelined.fps / model_only, 3),
-            "pipeline_over_sequential": round(pipelined.fps / sequential.fps, 3)}
-
-
 def accuracy_columns(rows: list[dict], report: Path) -> None:
     if not report.is_file():
         return
@@ -167,22 +145,48 @@ def accuracy_columns(rows: list[dict], report: Path) -> None:
             row["iou_vs_fp32"], row["iou_vs_truth"] = entry.get("iou_vs_ref"), entry.get("iou_gt")
 
 
+def relative_to_fp32(rows: list[dict]) -> None:
+    """Each row's p50 end-to-end and model times over the FP32 model's at the same batch (same run)."""
+    for row in rows:
+        reference = next((r for r in rows if r["precision"] == "fp32" and r["batch"] == row["batch"]
+                          and r["backend"] == row["backend"]), None)
+        if reference is not None:
+            row["e2e_vs_fp32"] = round(row["latency_ms"]["p50"] / reference["latency_ms"]["p50"], 3)
+            row["infer_vs_fp32"] = round(row["stages_ms"]["infer"]["p50"] / reference["stages_ms"]["infer"]["p50"], 3)
+
+
+def choose_from_rows(rows: list[dict], candidates: list, backend: str, reason: str, min_iou: float):
+    """The demo's choice, from the batch-1 times just measured (None if nothing passes)."""
+    timed = {r["model"]: r["stages_ms"]["infer"]["p50"] for r in rows if r["batch"] == min(x["batch"] for x in rows)}
+    for candidate in candidates:
+        candidate.latency_ms = timed.get(candidate.path.name)
+    try:
+        choice = selection.choose(candidates, backend, reason, min_iou)
+    except UserError as exc:
+        print(f"\nno model would be chosen here: {exc}")
+        return None
+    print("\nwhat `runtime demo` would run (model times at batch 1 above):\n" + "\n".join(choice.lines()))
+    return choice
+
+
 def table(rows: list[dict]) -> str:
-    header = f"{'model':<20} {'backend':<12} {'prec':<5} {'bs':>3} {'p50':>7} {'p90':>7} {'p99':>7} {'img/s':>7} {'pre':>6} {'infer':>7} {'post':>6} {'e2e/cmp':>7} {'IoU32':>6}"
+    header = (f"{'model':<22} {'backend':<12} {'prec':<5} {'bs':>3} {'p50':>7} {'p90':>7} {'p99':>7} {'img/s':>7} {'pre':>6} "
+              f"{'infer':>7} {'post':>6} {'e2e/cmp':>7} {'x32 e2e':>7} {'x32 inf':>7} {'IoU32':>6}")
     lines = [header, "-" * len(header)]
     for r in rows:
         s, lat = r["stages_ms"], r["latency_ms"]
         iou = f"{r['iou_vs_fp32']:.4f}" if r.get("iou_vs_fp32") is not None else "-"
-        lines.append(f"{r['model']:<20} {r['backend']:<12} {r['precision']:<5} {r['batch']:>3} {lat['p50']:7.2f} {lat['p90']:7.2f} "
-                     f"{lat['p99']:7.2f} {r['throughput_ips']:7.1f} {s['preprocess']['mean']:6.2f} {s['infer']['mean']:7.2f} "
-                     f"{s['postprocess']['mean']:6.2f} {r['e2e_over_compute']:7.2f} {iou:>6}")
+        ratios = "".join(f" {r[k]:7.2f}" if k in r else f" {'-':>7}" for k in ("e2e_vs_fp32", "infer_vs_fp32"))
+        lines.append(f"{r['model']:<22} {r['backend']:<12} {r['precision']:<5} {r['batch']:>3} {lat['p50']:7.2f} {lat['p90']:7.2f} "
+                     f"{lat['p99']:7.2f} {r['throughput_ips']:7.1f} {s['preprocess']['mean']:6.2f} {s['infer']['p50']:7.2f} "
+                     f"{s['postprocess']['mean']:6.2f} {r['e2e_over_compute']:7.2f}{ratios} {iou:>6}")
     return "\n".join(lines)
 
 
 def write_csv(rows: list[dict], path: Path) -> None:
     fields = ["model", "backend", "precision", "batch", "p50_ms", "p90_ms", "p99_ms", "mean_ms", "throughput_ips",
               "preprocess_ms", "infer_ms", "postprocess_ms", "h2d_ms", "compute_ms", "d2h_ms", "e2e_over_compute",
-              "rss_mb", "iou_vs_fp32", "iou_vs_truth"]
+              "rss_mb", "e2e_vs_fp32", "infer_vs_fp32", "iou_vs_fp32", "iou_vs_truth"]
     with path.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fields)
         writer.writeheader()
@@ -193,6 +197,7 @@ def write_csv(rows: list[dict], path: Path) -> None:
                 **{f"{k}_ms": r["latency_ms"][k] for k in ("p50", "p90", "p99", "mean")},
                 "throughput_ips": r["throughput_ips"], "e2e_over_compute": r["e2e_over_compute"], "rss_mb": r["rss_mb"],
                 **{f"{k}_ms": s[k]["mean"] for k in ("preprocess", "infer", "postprocess", "h2d", "compute", "d2h") if k in s},
+                "e2e_vs_fp32": r.get("e2e_vs_fp32"), "infer_vs_fp32": r.get("infer_vs_fp32"),
                 "iou_vs_fp32": r.get("iou_vs_fp32"), "iou_vs_truth": r.get("iou_vs_truth"),
             })
 
@@ -222,17 +227,19 @@ def write_chart(rows: list[dict], path: Path, title: str) -> None:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m runtime bench", description=__doc__, formatter_class=HelpFormatter,
                                 epilog=examples(
-                                    "python -m runtime bench                                  # every model in $ARTIFACTS",
-                                    "python -m runtime bench --streaming                      # + pipeline vs sequential FPS",
+                                    "python -m runtime bench                                  # every model for the backend here",
+                                    "python -m runtime bench --streaming                      # + pipeline vs sequential FPS, latency",
                                     "python -m runtime bench mine.onnx artifacts/unet_int8.engine --batch-sizes 1,8"))
-    p.add_argument("models", nargs="*", help=f"engines and ONNX files; default: those of {', '.join(default_candidates())} present")
+    p.add_argument("models", nargs="*", help="engines and ONNX files; default: every model in $ARTIFACTS made for the backend here")
     p.add_argument("--batch-sizes", default="1,4", help="comma-separated")
     p.add_argument("--iterations", type=int, default=50, help="timed runs per model and batch size")
     p.add_argument("--warmup", type=int, default=5, help="untimed runs first")
     p.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads")
     p.add_argument("--frame-size", default="640x480", help="WxH of the frames fed to preprocessing")
     p.add_argument("--streaming", action="store_true", help="also measure pipeline / model-only / sequential FPS")
-    p.add_argument("--stream-frames", type=int, default=150, help="synthetic frames per --streaming run")
+    p.add_argument("--stream-frames", type=int, default=150, help="frames per --streaming run")
+    p.add_argument("--repeats", type=int, default=3, help="rounds of the streaming modes (alternated)")
+    p.add_argument("--min-iou", type=float, default=selection.DEFAULT_MIN_IOU, help="accuracy gate for the model choice")
     p.add_argument("--accuracy", default=str(accuracy_report_path()), help="accuracy report whose columns join the table")
     p.add_argument("--out-dir", default=str(artifacts_dir() / "bench"), help="where bench.json/.csv/.png go")
     p.add_argument("--allow-host-code", action="store_true", help="load version-compatible engines (built by you)")
@@ -247,9 +254,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         width, height = (int(v) for v in args.frame_size.lower().split("x"))
     except ValueError:
         raise UserError("--batch-sizes is like 1,4 and --frame-size like 640x480") from None
-    if min(batches) < 1 or args.iterations < 1:
-        raise UserError("batch sizes and --iterations must be >= 1")
-    paths = [Path(m) for m in args.models] or discover_models(artifacts_dir())
+    if min(batches) < 1 or args.iterations < 1 or args.repeats < 1:
+        raise UserError("batch sizes, --iterations and --repeats must be >= 1")
+    backend, backend_reason = selection.backend_here()
+    candidates = selection.list_candidates(artifacts_dir(), backend, Path(args.accuracy))
+    paths = [Path(m) for m in args.models] or [c.path for c in candidates if c.made_for_here]
     for path in paths:
         if not path.is_file():
             raise UserError(f"model {path} does not exist; run `make onnx`")
@@ -265,7 +274,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             print(f"timing batch {batch}: {args.warmup} warm-up + {args.iterations} iterations per model, interleaved", flush=True)
             rows += time_models(runners, frames, batch, args.iterations, args.warmup)
         accuracy_columns(rows, Path(args.accuracy))
-        stream = streaming(runners[0][0], args.stream_frames, width, height) if args.streaming else None
+    relative_to_fp32(rows)
     print(table(rows))
     trt_rows = []
     for path in (p for p in paths if is_engine(p)):  # the GPU data path per runner mode (TensorRT only)
@@ -275,15 +284,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     if trt_rows:
         print("\nTensorRT data path per mode (ms; e2e/frame with frames in and masks out, overlapped):")
         print(bench_trt.table(trt_rows))
-    if stream:
-        print(f"\nstreaming {stream['size']} x {stream['frames']} frames with {stream['model']}: model-only "
-              f"{stream['model_only_fps']:.1f} FPS, pipeline {stream['pipeline_fps']:.1f} FPS "
-              f"({stream['pipeline_over_model_only']:.2f}x model-only), sequential loop {stream['sequential_fps']:.1f} FPS "
-              f"(pipeline {stream['pipeline_over_sequential']:.2f}x)")
+    choice = choose_from_rows(rows, candidates, backend, backend_reason, args.min_iou)
+    stream = None
+    if args.streaming:
+        streamed = choice.chosen.path if choice else paths[0]
+        with open_runner(streamed, threads=args.threads) as runner:  # spinning off, as in the demo
+            stream = streaming(runner, args.stream_frames, width, height, args.repeats)
+        print("\n" + format_streaming(stream))
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "bench.json").write_text(json.dumps({"machine": machine, "frame_size": args.frame_size, "iterations": args.iterations,
                                                 "warmup": args.warmup, "threads": args.threads, "results": rows,
+                                                "chosen": str(choice.chosen.path) if choice else None,
                                                 "streaming": stream, "tensorrt_modes": trt_rows, "measured_at": time.strftime("%Y-%m-%d %H:%M:%S")}, indent=1))
     write_csv(rows, out / "bench.csv")
     write_chart(rows, out / "bench.png", f"{machine['cpu']} / GPU {machine.get('gpu') or 'none'}")

@@ -17,12 +17,13 @@ from runtime.app.sinks import TeeSink, open_sinks
 from runtime.app.sources import LoopingSource, PacedSource, open_source
 from runtime.app.stats import RunStats, format_summary
 from runtime.errors import HelpFormatter, UserError, add_debug_option, examples, run_cli
-from runtime.factory import open_first, open_runner
+from runtime.factory import open_runner
 from runtime.files import atomic_write_text
-from runtime.naming import artifacts_dir, default_candidates, discover_models, is_engine
+from runtime.naming import accuracy_report_path, artifacts_dir, is_engine
+from runtime.selection import DEFAULT_MIN_IOU, choose_model
 
 EXAMPLES = examples(
-    "python -m runtime demo                                         # synthetic salt video, best model, headless",
+    "python -m runtime demo                                         # synthetic salt video, fastest gated model, headless",
     "python -m runtime demo --serve 8090 --loop                     # then open http://127.0.0.1:8090/",
     "python -m runtime demo --source csi://0 --serve 0.0.0.0:8090   # Jetson CSI camera, watched from another machine",
     "python -m runtime demo --source video.mp4 --output out.mp4 --display",
@@ -38,7 +39,9 @@ def parser() -> argparse.ArgumentParser:
                    help="video file, image folder or glob, a folder with images/ and masks/ (ground truth: live IoU), "
                         "camera index or /dev/videoN, csi://N, rtsp://..., a GStreamer pipeline, "
                         "synthetic://?frames=N&width=W&height=H&fps=F&seed=S")
-    p.add_argument("--model", help=f"an .onnx or .engine; default: the best of {', '.join(default_candidates())} in $ARTIFACTS")
+    p.add_argument("--model", help="an .onnx or .engine; default: the fastest model in $ARTIFACTS for the backend here "
+                                   "whose recorded accuracy passes --min-iou (every candidate is printed)")
+    p.add_argument("--min-iou", type=float, default=DEFAULT_MIN_IOU, help="accuracy gate (IoU vs FP32) for choosing the model")
     p.add_argument("--output", default=None,
                    help="the overlay as a video (.mp4, .avi, .mkv) or as PNGs in a folder, named after the inputs")
     p.add_argument("--save-masks", metavar="DIR",
@@ -57,6 +60,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--max-frames", type=int, help="stop after this many frames")
     p.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads")
     p.add_argument("--sequential", action="store_true", help="one frame at a time, no pipeline (the baseline)")
+    p.add_argument("--latency", action="store_true",
+                   help="queues of one frame: the lowest capture-to-output latency for file sources, at some FPS cost")
     p.add_argument("--no-hud", action="store_true", help="no text over the frames")
     p.add_argument("--summary-json", help="also write the end-of-run summary as JSON")
     add_engine_options(p)
@@ -83,14 +88,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser().parse_args(argv)
     if args.threshold is not None and not 0 < args.threshold < 1:
         raise UserError(f"--threshold must lie in (0, 1), not {args.threshold}")
+    if not 0 < args.min_iou <= 1:
+        raise UserError(f"--min-iou must lie in (0, 1], not {args.min_iou}")
     with ExitStack() as stack:
         options = engine_options(args)
-        if args.model:
-            model_options = options if is_engine(Path(args.model)) else {}
-            runner, why = open_runner(args.model, threads=args.threads, **model_options), "given"
-        else:
-            runner, why = open_first(discover_models(artifacts_dir()), args.threads, **options)
-        stack.enter_context(runner)
+        if not args.model:
+            choice = choose_model(artifacts_dir(), args.min_iou, accuracy_report_path(), args.threads)
+            print("\n".join(choice.lines()))
+        model = Path(args.model) if args.model else choice.chosen.path
+        runner = stack.enter_context(open_runner(model, threads=args.threads, **(options if is_engine(model) else {})))
         source = stack.enter_context(LoopingSource(args.source) if args.loop else open_source(args.source))
         if not source.live and (args.realtime or args.serve or args.display):
             source = PacedSource(source)
@@ -102,7 +108,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                                 "source": source.description})
             sinks.append(live)
         sink = TeeSink(sinks)
-        print(f"model: {runner.describe()} [{why}]")
+        print(f"running: {runner.describe()}{' [given]' if args.model else ''}")
         print(f"source: {source.description}{' (live: newest frame wins)' if source.live else ''}; "
               f"output: {sink.description}", flush=True)
         if args.serve:
@@ -112,14 +118,16 @@ def main(argv: Sequence[str] | None = None) -> None:
         if args.sequential:
             run_sequential(source, runner, sink, args.threshold, args.max_frames, hud=not args.no_hud, stats=stats)
         else:
-            Pipeline(source, runner, sink, args.threshold, args.max_frames, hud=not args.no_hud, stats=stats).run()
+            Pipeline(source, runner, sink, args.threshold, args.max_frames, queue_size=1 if args.latency else 2,
+                     hud=not args.no_hud, stats=stats).run()
     print(format_summary(stats, runner.describe()))
     print("outputs:\n  " + sink.report().replace("\n", "\n  "))
     for note in getattr(runner, "notes", []):  # e.g. CUDA graph fallback (TensorRT runner)
         print(note)
     if args.summary_json:
         atomic_write_text(args.summary_json, json.dumps({"model": runner.describe(), "source": source.description,
-                                                         "sequential": args.sequential, "outputs": sink.report().splitlines(),
+                                                         "sequential": args.sequential, "latency_mode": args.latency,
+                                                         "outputs": sink.report().splitlines(),
                                                          **stats.summary()}, indent=1))
 
 

@@ -67,11 +67,10 @@ class RunStats:
 
 def format_summary(stats: RunStats, model: str) -> str:
     s = stats.summary()
-    lines = [f"frames in {s['frames_in']}, out {s['frames_out']}, dropped {s['dropped']}; "
-             f"{s['fps']:.1f} FPS over {s['wall_s']:.1f} s ({model})"]
     lat = s["latency_ms"]
-    if lat:
-        lines.append(f"end-to-end latency ms: p50 {lat['p50']:.1f}  p90 {lat['p90']:.1f}  p99 {lat['p99']:.1f}")
+    latency = f", capture-to-output latency p50 {lat['p50']:.1f} ms, p99 {lat['p99']:.1f} ms" if lat else ""
+    lines = [f"frames in {s['frames_in']}, out {s['frames_out']}, dropped {s['dropped']}; "
+             f"{s['fps']:.1f} FPS{latency} over {s['wall_s']:.1f} s ({model})"]
     for stage, p in {**s["stages_ms"], **s["device_ms"]}.items():
         lines.append(f"  {stage:<11} p50 {p['p50']:7.2f}  p90 {p['p90']:7.2f}  p99 {p['p99']:7.2f}  mean {p['mean']:7.2f} ms")
     if s["iou"] is not None:

@@ -13,7 +13,7 @@ from runtime.errors import UserError
 class OnnxRunner(Runner):
     backend = "onnxruntime"
 
-    def __init__(self, path: str | Path, threads: int | None = None):
+    def __init__(self, path: str | Path, threads: int | None = None, spinning: bool = False):
         super().__init__()
         import onnxruntime as ort
 
@@ -26,8 +26,9 @@ class OnnxRunner(Runner):
         options.log_severity_level = 3
         # Idle ORT threads spin-wait by default; on a small CPU they then steal the cores that
         # video decoding, drawing and other sessions need (measured here: 11 ms -> 32 ms per frame
-        # with three sessions open). Sleeping instead costs a little wake-up latency.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        # with three sessions open; -20% FPS in the pipeline). Sleeping costs a little wake-up
+        # latency (7-12% for a model timed alone), so offline benchmarks turn spinning on.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
         try:
             self._session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # ORT raises its own pybind exception types
