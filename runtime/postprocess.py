@@ -35,3 +35,26 @@ def output_to_mask(output: np.ndarray, height: int, width: int, threshold: float
             mask = cv2.resize(mask, (width, height), interpolation=cv2.INTER_NEAREST)
         return mask
     return probabilities_to_mask(output, height, width, threshold)
+
+
+class MaskMaker:
+    """`output_to_mask` for a stream of frames: the same arithmetic (for probabilities: linear
+    resize, then `> threshold`), with the frame-sized float resize buffer reused while the frame
+    size stays the same. The mask itself is new each call (it travels on to sinks); for
+    probabilities it is the comparison's own bool array seen as uint8, so no further copy is made."""
+
+    def __init__(self, threshold: float = DEFAULT_THRESHOLD):
+        if not 0.0 < threshold < 1.0:
+            raise ValueError(f"threshold must lie in (0, 1), not {threshold}")
+        self.threshold = threshold
+        self._resized = np.empty((0, 0), np.float32)
+
+    def __call__(self, output: np.ndarray, height: int, width: int) -> np.ndarray:
+        if output.dtype in (np.uint8, np.bool_):  # a _mask model's output: nothing to threshold
+            return output_to_mask(output, height, width, self.threshold)
+        prob = np.asarray(output, dtype=np.float32).reshape(output.shape[-2:])
+        if prob.shape != (height, width):
+            if self._resized.shape != (height, width):
+                self._resized = np.empty((height, width), np.float32)
+            prob = cv2.resize(prob, (width, height), dst=self._resized, interpolation=cv2.INTER_LINEAR)
+        return np.greater(prob, self.threshold).view(np.uint8)

@@ -208,15 +208,27 @@ def test_demo_command_end_to_end(tiny_model_dir, tmp_path):
     assert data["frames_out"] == 20 and data["fps"] > 0
 
 
-def test_demo_picks_the_best_model_present(tiny_model_dir, tmp_path):
+def test_demo_picks_by_metadata_and_ignores_junk(tiny_model_dir, tmp_path):
     import shutil
 
     shutil.copy(tiny_model_dir / "unet_fp32.onnx", tmp_path / "unet_fp32.onnx")
-    (tmp_path / "unet_int8.engine").write_bytes(b"not an engine")
+    (tmp_path / "unet_int8.engine").write_bytes(b"not an engine")  # no manifest: not a model this toolkit describes
     result = run_module("runtime", "demo", "--source", "synthetic://?frames=3&width=64&height=64",
                         env={"ARTIFACTS": str(tmp_path)})
     assert result.returncode == 0, result.stderr
-    assert "unet_fp32.onnx" in result.stdout and "chosen over unet_int8.engine" in result.stdout
+    assert result.stdout.startswith("model: unet_fp32.onnx, the fastest of 1 model(s) for onnxruntime")
+    assert "the FP32 reference" in result.stdout
+
+
+def test_demo_latency_mode_and_summary_line(tiny_model_dir, tmp_path):
+    summary = tmp_path / "s.json"
+    result = run_module("runtime", "demo", "--model", str(tiny_model_dir / "unet_fp32.onnx"), "--latency", "--source",
+                        "synthetic://?frames=12&width=96&height=64", "--summary-json", str(summary))
+    assert result.returncode == 0, result.stderr
+    first = next(line for line in result.stdout.splitlines() if line.startswith("frames in 12, out 12"))
+    assert "FPS, capture-to-output latency p50" in first and "p99" in first
+    data = json.loads(summary.read_text())
+    assert data["latency_mode"] is True and data["latency_ms"]["p99"] >= data["latency_ms"]["p50"] > 0
 
 
 @pytest.mark.parametrize("args, fragment", [
@@ -244,16 +256,23 @@ def test_demo_with_an_engine_but_no_tensorrt_is_one_line(tmp_path):
 def test_bench_writes_its_outputs(tiny_model_dir, tmp_path):
     fp32 = tiny_model_dir / "unet_fp32.onnx"
     result = run_module("runtime", "bench", str(fp32), str(fp32), "--batch-sizes", "1,2", "--iterations", "4", "--warmup", "1",
-                        "--frame-size", "160x120", "--streaming", "--stream-frames", "12", "--out-dir", str(tmp_path))
+                        "--frame-size", "96x64", "--streaming", "--stream-frames", "8", "--repeats", "2",
+                        "--out-dir", str(tmp_path), env={"ARTIFACTS": str(tmp_path / "empty")})
     assert result.returncode == 0, result.stderr
     data = json.loads((tmp_path / "bench.json").read_text())
     assert data["machine"]["cores"] >= 1 and data["machine"]["onnxruntime"]
     assert [(r["batch"]) for r in data["results"]] == [1, 1, 2, 2]
     row = data["results"][0]
     assert row["latency_ms"]["p50"] > 0 and row["throughput_ips"] > 0 and row["e2e_over_compute"] >= 1.0
-    assert set(row["stages_ms"]) >= {"preprocess", "infer", "postprocess"}
+    assert set(row["stages_ms"]) >= {"preprocess", "infer", "postprocess"} and row["e2e_vs_fp32"] > 0
     stream = data["streaming"]
-    assert stream["pipeline_fps"] > 0 and stream["sequential_fps"] > 0 and stream["model_only_fps"] > 0
+    assert stream["repeats"] == 2 and set(stream["sources"]) == {"synthetic", "file"}
+    for modes in stream["sources"].values():
+        assert set(modes) == {"sequential", "pipeline", "pipeline-latency"}
+        for figures in modes.values():
+            assert figures["fps"]["min"] <= figures["fps"]["median"] <= figures["fps"]["max"]
+            assert figures["latency_p50_ms"]["median"] > 0
+    assert stream["model_only_fps"]["median"] > 0 and "model alone" in result.stdout
     assert (tmp_path / "bench.csv").read_text().count("\n") == 5
     assert cv2.imread(str(tmp_path / "bench.png")) is not None
 

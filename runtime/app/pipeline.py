@@ -18,7 +18,7 @@ import numpy as np
 
 from runtime.app.overlay import draw_hud, draw_mask, draw_truth
 from runtime.app.stats import RunStats
-from runtime.postprocess import output_to_mask
+from runtime.postprocess import MaskMaker
 from runtime.preprocess import preprocess
 from runtime.backends.base import Runner
 from runtime.app.sinks import FrameSink, Rendered
@@ -40,6 +40,7 @@ class FrameProcessor:
         # None: the model's own threshold (its metadata or manifest).
         self.runner, self.stats, self.hud = runner, stats, hud
         self.threshold = runner.threshold if threshold is None else threshold
+        self._masks = MaskMaker(self.threshold)  # render runs in one thread: its buffers are reused frame after frame
         self._recent_fps: deque[float] = deque(maxlen=30)
         self._label = f"{runner.backend} {runner.precision}"
 
@@ -82,12 +83,12 @@ class FrameProcessor:
         t0 = time.perf_counter()
         frame = item.frame
         height, width = frame.image.shape[:2]
-        mask = output_to_mask(item.probabilities, height, width, self.threshold)
+        mask = self._masks(item.probabilities, height, width)
         frame_iou = None
         if frame.truth is not None and frame.truth.shape == mask.shape:
             frame_iou = self.stats.add_truth(mask, frame.truth)
         t1 = self.timed("postprocess", t0)
-        image = draw_mask(frame.image, mask)
+        image = draw_mask(frame.image, mask, in_place=True)  # the decoded frame is not used after this
         if frame.truth is not None and frame.truth.shape == mask.shape:
             draw_truth(image, frame.truth)
         if self.hud:

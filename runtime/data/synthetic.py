@@ -154,8 +154,12 @@ class SaltVideo:
         self._scene = SaltScene(height, width, sample_seed("video", 0, seed), salt_probability=1.0)
 
     def frame(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        gray, mask = self._scene.render(index / self.fps)
+        gray, mask = self.render_gray(index)
         return cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR), mask
+
+    def render_gray(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """(uint8 gray frame, uint8 {0,1} mask) of frame `index`."""
+        return self._scene.render(index / self.fps)
 
 
 def write_video(path: str, frames: int, height: int = 480, width: int = 640, fps: float = 30.0, seed: int = 0) -> str:
@@ -178,6 +182,26 @@ def write_video(path: str, frames: int, height: int = 480, width: int = 640, fps
     mask_path = path + ".masks.npz"
     np.savez_compressed(mask_path, packed=np.stack(masks), shape=np.array([frames, height, width]))
     return mask_path
+
+
+class PackedMasks:
+    """The masks of `write_video`, unpacked one frame at a time (a 600-frame 640x480 clip is 184 MB unpacked)."""
+
+    def __init__(self, mask_path: str):
+        with np.load(mask_path) as data:
+            self._packed = data["packed"]
+            self.frames, self.height, self.width = (int(v) for v in data["shape"])
+
+    def __len__(self) -> int:
+        return self.frames
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        pixels = self.height * self.width
+        return np.unpackbits(self._packed[index], count=pixels).reshape(self.height, self.width)
+
+
+def open_video_masks(mask_path: str) -> PackedMasks:
+    return PackedMasks(mask_path)
 
 
 def load_video_masks(mask_path: str) -> np.ndarray:
