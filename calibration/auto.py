@@ -83,7 +83,7 @@ class Outcome:
     def record(self) -> dict:
         return {"gate": self.gate, "heldout": self.heldout, "chosen": self.chosen.row(), "decision": self.decision(),
                 "meets_gate": self.meets_gate, "candidates": [c.row() for c in self.candidates],
-                "fp32_fallback": self.fallback, "files": self.files}
+                "fp32_fallback": self.fallback, "files": {path: round(iou, 4) for path, iou in self.files.items()}}
 
 
 def shown(iou: float) -> str:
@@ -212,7 +212,7 @@ def _write_outputs(outcome: Outcome, recipe: Recipe, prepared: Path, fp32: Path,
         if iou < outcome.gate:
             values[metadata.BELOW_GATE] = "true"
         write_variant(model, output.path, fp32, recipe.backend, output.recipe, chosen.method.label, chosen.fp32_layers, values)
-        outcome.files[str(output.path)] = round(iou, 4)
+        outcome.files[str(output.path)] = iou
     if ranges_path is not None and chosen.ranges is not None:
         Path(ranges_path).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(chosen.ranges, ranges_path)

@@ -12,7 +12,7 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Tuple
+from typing import List, Tuple
 from urllib.parse import parse_qs, urlparse
 
 import cv2
@@ -28,6 +28,7 @@ SUPPORTED = ("a video file", "an image folder or glob", "a labelled folder with 
 
 
 DEFAULT_LOOP = 90
+REPLAY_BYTES = 64 << 20
 
 
 @dataclass
@@ -53,9 +54,10 @@ class FrameSource(Closeable):
 
 
 class SyntheticSource(FrameSource):
-    """The synthetic salt video with ground truth. Rendering costs ~5 ms a frame at 640x480, so the
-    first `loop` frames are rendered once (gray, masks bit-packed) and then replayed forwards and
-    backwards (smooth motion, no jump); `loop=0` renders every frame anew."""
+    """The synthetic salt video with ground truth. Rendering costs ~5 ms a frame at 640x480, more
+    than the model on a small CPU, so `loop` frames (at most ~64 MB of them) are rendered once, at
+    open (gray, masks bit-packed), and replayed forwards and backwards (smooth motion, no jump);
+    `loop=0` renders every frame as it is read."""
 
     def __init__(self, frames: int = 300, width: int = 640, height: int = 480, fps: float = 30.0, seed: int = 0,
                  loop: int = DEFAULT_LOOP):
@@ -63,15 +65,18 @@ class SyntheticSource(FrameSource):
             raise UserError("synthetic:// needs frames >= 1, loop >= 0 and a size of at least 16x16")
         self._video = SaltVideo(height, width, fps, seed)
         self._frames, self._index = frames, 0
-        self._loop = min(loop, frames)
-        self._cache: Dict[int, Tuple[np.ndarray, np.ndarray]] = {}
+        self._loop = min(loop, frames, max(2, REPLAY_BYTES // (width * height)))
+        if self._loop < 2 or self._loop >= frames:
+            self._loop = 0  # nothing to replay: render each frame when it is read
+        self._rendered: List[Tuple[np.ndarray, np.ndarray]] = []
+        for position in range(self._loop):
+            gray, mask = self._video.render_gray(position)
+            self._rendered.append((gray, np.packbits(mask)))
         self.fps = fps
-        replay = f", {self._loop} rendered then replayed" if 1 < self._loop < frames else ""
+        replay = f", {self._loop} rendered at open and replayed" if self._loop else ""
         self.description = f"synthetic salt video {width}x{height} @ {fps:g} fps, {frames} frames, seed {seed}{replay}"
 
     def _position(self, index: int) -> int:
-        if self._loop < 2 or self._loop >= self._frames:
-            return index
         period = 2 * self._loop - 2
         position = index % period
         return position if position < self._loop else period - position
@@ -79,15 +84,11 @@ class SyntheticSource(FrameSource):
     def read(self) -> Frame | None:
         if self._index >= self._frames:
             return None
-        position = self._position(self._index)
-        if self._loop < 2 or self._loop >= self._frames:
-            gray, mask = self._video.render_gray(position)
-        else:
-            if position not in self._cache:
-                gray, mask = self._video.render_gray(position)
-                self._cache[position] = (gray, np.packbits(mask))
-            gray, packed = self._cache[position]
+        if self._loop:
+            gray, packed = self._rendered[self._position(self._index)]
             mask = np.unpackbits(packed, count=gray.size).reshape(gray.shape)
+        else:
+            gray, mask = self._video.render_gray(self._index)
         self._index += 1
         # A new BGR image each frame: the pipeline draws on it.
         return Frame(self._index - 1, cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR), mask, time.perf_counter())
