@@ -53,8 +53,9 @@ def test_mask_maker_equals_the_definition(size):
     first = maker(probabilities, *size)
     assert np.array_equal(first, probabilities_to_mask(probabilities, *size))
     again = maker(1 - probabilities, *size)
-    assert again is first  # the buffer is reused while the size stays
     assert np.array_equal(again, probabilities_to_mask(1 - probabilities, *size))
+    assert np.array_equal(first, probabilities_to_mask(probabilities, *size))  # each mask its own: it travels to sinks
+    assert first.dtype == np.uint8 and set(np.unique(first)) <= {0, 1}
 
 
 def test_synthetic_source_replays_what_it_rendered_forwards_and_backwards():
