@@ -114,10 +114,14 @@ $(ARTIFACTS)/%_mask.onnx: $(ARTIFACTS)/%.onnx
 
 onnx: $(FP32) $(FP16) $(INT8) $(INT8_WEAK) $(INT8_CPU) $(MASKS) $(WEAK_MASK)
 
-demo: $(FP32) $(FP16) $(INT8) $(INT8_CPU)
+# The CPU INT8 model is made on the workstation; a device with the ONNX files copied over (the FP32
+# model given, no Keras model) runs what it has, and its engines.
+CPU_INT8_IF_MADE_HERE = $(if $(call given,$(FP32)),,$(INT8_CPU))
+
+demo: $(FP32) $(FP16) $(INT8) $(CPU_INT8_IF_MADE_HERE)
 	$(PY) -m runtime demo --source synthetic:// --output $(ARTIFACTS)/demo.mp4 --summary-json $(ARTIFACTS)/demo.json
 
-bench: $(FP32) $(FP16) $(INT8) $(INT8_CPU)
+bench: $(FP32) $(FP16) $(INT8) $(CPU_INT8_IF_MADE_HERE)
 	$(PY) -m runtime bench --streaming
 
 # ---- On the device ----------------------------------------------------------------------------
@@ -131,7 +135,7 @@ device-setup:
 
 # Only what is on the device is used: the ONNX files and the venv. Nothing here trains, exports or
 # quantizes; the builder finds the FP16/INT8 variants of unet_fp32.onnx by the link they record.
-need_onnx = @test -f $(FP32) || { echo "error: $(FP32) is missing: copy unet_fp32.onnx, unet_fp16.onnx and unet_int8.onnx (TensorRT 8.x: also unet_int8_weak.onnx; and their _mask variants) from the workstation's $(ARTIFACTS)/ (or run make onnx there)" >&2; exit 2; }
+need_onnx = @test -f $(FP32) || { echo "error: $(FP32) is missing: copy unet_fp32.onnx, unet_fp16.onnx and unet_int8.onnx (and their _mask variants) from the workstation's $(ARTIFACTS)/ (or run make onnx there); TensorRT 8.x also takes unet_int8_weak.onnx" >&2; exit 2; }
 need_device_venv = @test -x $(PY) || { echo "error: no $(VENV) here: run make device-setup first" >&2; exit 2; }
 
 # Engines output the uint8 mask when the three _mask variants were copied too, else probabilities.

@@ -29,7 +29,6 @@ from runtime import metadata
 from runtime.backends.onnxrt import OnnxRunner
 from runtime.errors import UserError
 from runtime.metrics import pooled_iou
-from runtime.postprocess import DEFAULT_THRESHOLD
 
 DEFAULT_GATE = 0.99
 TIME_TIE = 0.10
@@ -94,8 +93,12 @@ def shown(iou: float) -> str:
 class HeldOutScorer:
     """IoU vs FP32 on the held-out frames, and a batch-1 latency, for any model of the same spec."""
 
-    def __init__(self, fp32: Path, tensors: np.ndarray, threshold: float = DEFAULT_THRESHOLD):
-        self.tensors, self.threshold = tensors, threshold
+    def __init__(self, fp32: Path, tensors: np.ndarray, threshold: float | None = None):
+        self.tensors = tensors
+        if threshold is None:  # the model's own (its metadata; 0.5 for older exports)
+            with OnnxRunner(fp32) as runner:
+                threshold = runner.threshold
+        self.threshold = threshold
         self.reference = self.masks(fp32)
         if self.reference.mean() < MIN_FOREGROUND:
             raise UserError(f"the FP32 model finds no foreground on the {len(tensors)} held-out calibration frames, so "
