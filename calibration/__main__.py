@@ -10,7 +10,9 @@ from calibration.dataset import (DEFAULT_CALIBRATION_FRAMES, FrameSet, check_cal
                                  load_record, save_record)
 from calibration.qdq import DEFAULT_METHOD, DEFAULT_PERCENTILE, METHODS
 from runtime import metadata, naming
+from runtime.cli_args import ArgumentParser, float_range, int_range
 from runtime.errors import HelpFormatter, UserError, add_debug_option, examples, run_cli
+from runtime.files import check_writable_file, refuse_output_over_input
 from runtime.backends.onnxrt import OnnxRunner
 
 
@@ -79,6 +81,10 @@ def quantize_one(fp32: Path, out: Path, method: str, percentile: float, frames: 
 
 def cmd_quantize(args) -> None:
     fp32, out = Path(args.fp32), Path(args.out)
+    # Before calibrating for minutes: the outputs can be written and none of them is the FP32 model.
+    for path in (out, ranges_path(out), record_path(out)):
+        refuse_output_over_input(path, fp32)
+        check_writable_file(path, "--out")
     with OnnxRunner(fp32) as runner:
         spec = runner.spec
     frames = None if args.reuse_ranges else frames_from(args.source, args.count, "calib", spec, args.seed, args.every)
@@ -144,7 +150,7 @@ def cmd_evaluate(args) -> None:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m calibration", description=__doc__, formatter_class=HelpFormatter,
+    p = ArgumentParser(prog="python -m calibration", description=__doc__, formatter_class=HelpFormatter,
                                 epilog=examples(
                                     "python -m calibration fp16",
                                     "python -m calibration quantize --fp32-fallback           # INT8 Q/DQ, synthetic calibration",
@@ -165,13 +171,13 @@ def parser() -> argparse.ArgumentParser:
                                        "python -m calibration mask mine.onnx --out mine_mask.onnx --threshold 0.4"))
     m.add_argument("onnx", nargs="+", help="probability models, e.g. artifacts/unet_fp16.onnx")
     m.add_argument("--out", help="output path (one model only; default <stem>_mask.onnx beside it)")
-    m.add_argument("--threshold", type=float, help="mask = probability >= this (the model's own if not given: its "
+    m.add_argument("--threshold", type=float_range(0, 1, inclusive=False), help="mask = probability >= this (the model's own if not given: its "
                                                   "metadata, 0.5 for older exports)")
     m.set_defaults(func=cmd_mask)
 
     def add_source(sp):
-        sp.add_argument("--seed", type=int, default=0, help="sampling / synthetic seed")
-        sp.add_argument("--every", type=int, default=10, help="take every k-th frame of a video")
+        sp.add_argument("--seed", type=int_range(0), default=0, help="sampling / synthetic seed")
+        sp.add_argument("--every", type=int_range(1), default=10, help="take every k-th frame of a video")
 
     q = sub.add_parser("quantize", help="calibrate and write the INT8 Q/DQ ONNX", formatter_class=HelpFormatter,
                        epilog=examples("python -m calibration quantize --fp32-fallback",
@@ -180,14 +186,14 @@ def parser() -> argparse.ArgumentParser:
     q.add_argument("--fp32", default=str(naming.onnx_path("fp32")), help="the FP32 ONNX")
     q.add_argument("--out", default=str(naming.onnx_path("int8")), help="the INT8 Q/DQ ONNX to write")
     q.add_argument("--source", default="synthetic", help="'synthetic', an image folder or a video file")
-    q.add_argument("--count", type=int, default=DEFAULT_CALIBRATION_FRAMES, help="calibration frames")
+    q.add_argument("--count", type=int_range(1), default=DEFAULT_CALIBRATION_FRAMES, help="calibration frames")
     q.add_argument("--method", default=DEFAULT_METHOD, choices=METHODS, help="how activation ranges are chosen")
-    q.add_argument("--percentile", type=float, default=DEFAULT_PERCENTILE, help="for --method percentile")
+    q.add_argument("--percentile", type=float_range(50, 100, inclusive=False), default=DEFAULT_PERCENTILE, help="for --method percentile")
     q.add_argument("--reuse-ranges", action="store_true", help="re-quantize from the saved ranges, no recalibration")
     q.add_argument("--fp32-fallback", action="store_true",
                    help="keep the most accuracy-sensitive Conv layers in FP32 until --fallback-target is met")
-    q.add_argument("--fallback-target", type=float, default=0.985, help="IoU vs FP32 on calibration frames")
-    q.add_argument("--max-fp32-layers", type=int, default=3, help="at most this many layers kept FP32")
+    q.add_argument("--fallback-target", type=float_range(0, 1), default=0.985, help="IoU vs FP32 on calibration frames")
+    q.add_argument("--max-fp32-layers", type=int_range(0), default=3, help="at most this many layers kept FP32")
     add_source(q)
     q.set_defaults(func=cmd_quantize)
 
@@ -198,13 +204,13 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("models", nargs="*", default=[str(naming.onnx_path(p)) for p in naming.PRECISIONS],
                    help="ONNX models; the first (FP32) is the reference")
     e.add_argument("--data", default="synthetic", help="'synthetic' (held-out test split) or a folder with images/ and masks/")
-    e.add_argument("--count", type=int, default=200, help="evaluation images")
-    e.add_argument("--threshold", type=float, help="probability above which a pixel is foreground (each model's own if not "
+    e.add_argument("--count", type=int_range(1), default=200, help="evaluation images")
+    e.add_argument("--threshold", type=float_range(0, 1, inclusive=False), help="probability above which a pixel is foreground (each model's own if not "
                                                   "given: its metadata, 0.5 for older exports)")
     e.add_argument("--compare-methods", action="store_true", help="also quantize with entropy, percentile and min-max and compare")
     e.add_argument("--calibration-source", default="synthetic", help="for --compare-methods")
-    e.add_argument("--calibration-count", type=int, default=DEFAULT_CALIBRATION_FRAMES, help="for --compare-methods")
-    e.add_argument("--percentile", type=float, default=DEFAULT_PERCENTILE, help="for the percentile method")
+    e.add_argument("--calibration-count", type=int_range(1), default=DEFAULT_CALIBRATION_FRAMES, help="for --compare-methods")
+    e.add_argument("--percentile", type=float_range(50, 100, inclusive=False), default=DEFAULT_PERCENTILE, help="for the percentile method")
     e.add_argument("--methods-dir", default=str(naming.artifacts_dir() / "methods"), help="where --compare-methods writes")
     e.add_argument("--json", default=str(naming.accuracy_report_path()), help="the accuracy report")
     e.add_argument("--figure", default=str(naming.artifacts_dir() / "accuracy_worst.png"), help="worst cases, side by side")

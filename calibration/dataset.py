@@ -15,6 +15,7 @@ import numpy as np
 
 from runtime.data.images import IMAGE_SUFFIXES, list_images, load_folder, load_mask, read_image
 from runtime.errors import UserError
+from runtime.files import atomic_write_text
 from runtime.preprocess import InputSpec, preprocess_batch
 from runtime.data.synthetic import make_dataset
 
@@ -149,8 +150,7 @@ def check_no_overlap(calibration_record: dict, evaluation: FrameSet) -> int:
 
 
 def save_record(record: dict, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(record, indent=1))
+    atomic_write_text(path, json.dumps(record, indent=1))
 
 
 def load_record(path: Path) -> dict:

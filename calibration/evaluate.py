@@ -15,6 +15,7 @@ import numpy as np
 
 from calibration.dataset import FrameSet
 from runtime.errors import UserError
+from runtime.files import atomic_write_image, atomic_write_text
 from runtime.metrics import agreement, dice_from_iou, per_image_iou, pooled_iou
 from runtime.postprocess import probabilities_to_mask
 from runtime.preprocess import preprocess_batch
@@ -137,11 +138,7 @@ def write_figure(path: str | Path, frames: FrameSet, results: list[ModelResult],
         for r in results:
             tiles.append(_tile((r.masks[i] * 255).astype(np.uint8), size, f"{r.name}"))
         rows.append(np.concatenate(tiles, axis=1))
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(path), np.concatenate(rows, axis=0)):
-        raise UserError(f"cannot write figure {path}")
-    return path
+    return atomic_write_image(path, np.concatenate(rows, axis=0))
 
 
 def evaluate(model_paths: list[str | Path], frames: FrameSet, threshold: float | None = None) -> list[ModelResult]:
@@ -159,8 +156,6 @@ def evaluate(model_paths: list[str | Path], frames: FrameSet, threshold: float |
 
 
 def write_report(path: str | Path, results: list[ModelResult], gate_list: list[Gate], frames: FrameSet, extra: dict) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     report = {
         "evaluation_set": {"description": frames.description, "count": len(frames), "has_ground_truth": frames.masks is not None},
         "reference": results[0].name,
@@ -168,5 +163,4 @@ def write_report(path: str | Path, results: list[ModelResult], gate_list: list[G
         "gates": [g.__dict__ for g in gate_list],
         **extra,
     }
-    path.write_text(json.dumps(report, indent=1))
-    return path
+    return atomic_write_text(path, json.dumps(report, indent=1))

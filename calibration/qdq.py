@@ -129,7 +129,8 @@ def calibrate_ranges(fp32_path: Path, tensors: np.ndarray, method: str, percenti
         ranges = calibrator.compute_data()
         if method != "minmax":
             print(f"{method} thresholds for {len(ranges.data)} tensors in {time.time() - started:.0f} s", file=sys.stderr)
-    save_tensors_data(ranges, ranges_path)
+    with atomic_output(ranges_path) as tmp:  # ORT's own temporary file would stay 0600
+        save_tensors_data(ranges, tmp)
 
 
 def quantize_int8(fp32_path: str | Path, out_path: str | Path, tensors: np.ndarray | None, method: str = DEFAULT_METHOD,
