@@ -5,6 +5,7 @@ PYTHON_SYS ?= python3
 VENV       ?= .venv
 PY         := $(VENV)/bin/python
 ARTIFACTS  ?= artifacts
+SOAK_SECONDS ?= 600
 export ARTIFACTS
 export TF_CPP_MIN_LOG_LEVEL := 3
 
@@ -14,7 +15,7 @@ FP16  := $(ARTIFACTS)/unet_fp16.onnx
 INT8  := $(ARTIFACTS)/unet_int8.onnx
 STAMP := $(VENV)/.installed
 
-.PHONY: setup model onnx accuracy engine demo bench test gpu-test typecheck clean help device-setup check-device-deps
+.PHONY: setup model onnx accuracy engine demo bench soak test gpu-test typecheck clean help device-setup check-device-deps
 .DEFAULT_GOAL := help
 
 help:
@@ -27,6 +28,7 @@ help:
 	@echo "  make onnx       export + FP16 + INT8 ONNX -> $(ARTIFACTS)/unet_{fp32,fp16,int8}.onnx and their _mask variants"
 	@echo "  make accuracy   accuracy of every precision against FP32 and ground truth"
 	@echo "  make bench      latency benchmark of every model present, and streaming FPS"
+	@echo "  make soak       stream for SOAK_SECONDS and print resident memory as it goes (must stay flat)"
 	@echo "  make typecheck  mypy over the TensorRT/pycuda code against the TensorRT stubs"
 	@echo "  make clean      delete $(ARTIFACTS)/ (the venv stays)"
 	@echo "  make help       this list"
@@ -44,6 +46,7 @@ help:
 	@echo "  EXPORT_ARGS=... your model's preprocessing for export, e.g. \"--color-order rgb --input-scale 1/255 --input-offset 0\""
 	@echo "  PYTHON_SYS=...  the Python that creates the venv (now: $(PYTHON_SYS))"
 	@echo "  ORT=0           make device-setup without ONNX Runtime (engines only)"
+	@echo "  SOAK_SECONDS=n  how long make soak streams (now: $(SOAK_SECONDS))"
 	@echo ""
 	@echo "your own model:"
 	@echo "  make onnx MODEL=path/to/mine.keras ARTIFACTS=mine    # export (checked against it), FP16, INT8 of your model"
@@ -103,6 +106,10 @@ demo: $(FP32) $(FP16) $(INT8)
 
 bench: $(FP32) $(FP16) $(INT8)
 	$(PY) -m runtime bench --streaming
+
+# Memory over a long run must stay flat: stream for SOAK_SECONDS and print RSS as it goes.
+soak: $(FP32) $(FP16) $(INT8)
+	$(PY) -m runtime bench --soak $(SOAK_SECONDS)
 
 # ---- On the device ----------------------------------------------------------------------------
 # The venv sees the system's packages (JetPack's TensorRT and GStreamer OpenCV). An existing venv is
