@@ -176,7 +176,7 @@ def test_images_of_mixed_sizes_all_reach_the_video(tiny_model_dir, tmp_path, cap
     code, stdout, err = demo(capsys, "--model", str(tiny_model_dir / "unet_fp32.onnx"), "--source", str(folder),
                              "--output", str(out), "--summary-json", str(summary))
     assert code == 0, err
-    assert f"out {len(sizes)}," in stdout
+    assert f"out {len(sizes)}," in stdout and "(5 of another size resized to 64x48)" in stdout
     assert decoded_frames(out) == len(sizes) == json.loads(summary.read_text())["frames_out"]
 
 

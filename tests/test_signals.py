@@ -83,3 +83,21 @@ def test_a_second_signal_exits_at_once_even_while_a_read_hangs(tiny_model_dir, t
         _, stderr = finish(process, timeout_s=20)
         assert process.returncode == 143 and time.monotonic() - sent < 5, stderr
         assert "again: exiting at once" in stderr
+
+
+@pytest.mark.parametrize("mode", ["pipeline", "sequential"])
+def test_the_first_signal_during_a_stalled_stream_ends_the_run_within_the_read_deadline(tiny_model_dir, tmp_path, mode):
+    with MjpegServer([(5, "stall")]) as camera:
+        out, summary = tmp_path / "live.mp4", tmp_path / "live.json"
+        process = start_demo(tiny_model_dir / "unet_fp32.onnx", "--source", camera.url, "--read-timeout", "2",
+                             "--output", str(out), "--summary-json", str(summary),
+                             *(["--sequential"] if mode == "sequential" else []))
+        wait_until(lambda: out.exists(), 60, process)
+        time.sleep(0.5)
+        sent = time.monotonic()
+        process.send_signal(signal.SIGINT)
+        _, stderr = finish(process, timeout_s=20)
+    assert process.returncode == 130 and time.monotonic() - sent < 6, stderr  # not ignored, not reconnecting
+    record = json.loads(summary.read_text())
+    assert record["ended"] == "SIGINT" and record["reconnects"] == 0
+    assert decoded_frames(out) == record["frames_out"] > 0

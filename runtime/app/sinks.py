@@ -130,6 +130,11 @@ class VideoFileSink(FrameSink):
             raise UserError(f"the disk holding {self.path} is nearly full ({free / 1e6:.1f} MB left): stopped after "
                             f"{self.frames} frames, which are kept and finalized; free some space")
 
+    def report(self) -> str:
+        resized = f" ({self.resized} of another size resized to {self._size[1]}x{self._size[0]})" \
+            if self.resized and self._size else ""
+        return f"{self.description}: {self.frames} frames{resized}"
+
     def close(self) -> None:
         if self._writer is not None:
             self._writer.release()
