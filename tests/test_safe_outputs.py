@@ -15,7 +15,8 @@ from calibration.__main__ import main as calibration_main
 from conftest import assert_one_line_error_text, call_cli, decoded_frames
 from runtime.app import sinks
 from runtime.data.synthetic import write_video
-from runtime.errors import run_cli
+from runtime.app.preflight import refuse_output_over_source
+from runtime.errors import UserError, run_cli
 from runtime.files import atomic_output, atomic_write_text
 
 
@@ -70,6 +71,12 @@ def test_an_image_output_folder_that_is_the_source_folder_is_refused(tmp_path, a
     code, _, err = demo(capsys, "--model", "missing.onnx", "--source", source, "--output", str(folder))
     assert_one_line_error_text(code, err, str(folder))
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+
+
+def test_frames_may_go_to_the_folder_that_holds_a_source_video(clip):
+    refuse_output_over_source(str(clip), str(clip.parent))  # frame_*.png cannot overwrite a video
+    with pytest.raises(UserError, match="source itself"):
+        refuse_output_over_source(str(clip), str(clip))
 
 
 @pytest.mark.parametrize("command", ["export", "fp16", "quantize", "engine"])

@@ -9,6 +9,7 @@ from typing import List, Optional
 
 from runtime.app.sinks import VIDEO_SUFFIXES
 from runtime.app.sources import glob_paths
+from runtime.data.images import IMAGE_SUFFIXES
 from runtime.errors import UserError
 from runtime.files import check_writable_file, check_writable_folder, same_file
 
@@ -44,9 +45,9 @@ def refuse_output_over_source(source: str, output: Optional[str], option: str = 
                             "file or folder")
     if out.suffix.lower() in VIDEO_SUFFIXES:
         return
-    # An image folder output: frames would land beside (and over) the source's own files.
+    # An image folder output: frames would land beside (and over) the source images.
     for path in inputs:
-        if path.is_file() and same_file(out, path.parent):
+        if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES and same_file(out, path.parent):
             raise UserError(f"{option} {output} is the folder the source images are read from; they could be "
                             "overwritten (outputs keep the input names): write to another folder")
 
