@@ -73,6 +73,19 @@ def test_an_image_output_folder_that_is_the_source_folder_is_refused(tmp_path, a
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
 
 
+@pytest.mark.parametrize("source, option, target", [("images", "--save-masks", "images"), (".", "--output", "images"),
+                                                    (".", "--save-masks", "masks")])
+def test_outputs_into_a_labelled_source_folder_are_refused(tmp_path, source, option, target, capsys):
+    root = tmp_path / "my set"
+    for sub in ("images", "masks"):
+        (root / sub).mkdir(parents=True)
+        cv2.imwrite(str(root / sub / "a.png"), np.full((32, 32), 255 if sub == "masks" else 90, np.uint8))
+    before = {p: p.read_bytes() for p in root.rglob("*.png")}
+    code, _, err = demo(capsys, "--model", "missing.onnx", "--source", str(root / source), option, str(root / target))
+    assert_one_line_error_text(code, err, option, "source")
+    assert {p: p.read_bytes() for p in root.rglob("*.png")} == before
+
+
 def test_frames_may_go_to_the_folder_that_holds_a_source_video(clip):
     refuse_output_over_source(str(clip), str(clip.parent))  # frame_*.png cannot overwrite a video
     with pytest.raises(UserError, match="source itself"):
