@@ -214,7 +214,7 @@ def read_onnx_metadata(path) -> Dict[str, str]:
 
 # --- Validation: the metadata against the graph it describes ---------------------------------------
 
-FLOAT32, FLOAT16 = "tensor(float)", "tensor(float16)"
+FLOAT32, FLOAT16, UINT8 = "tensor(float)", "tensor(float16)", "tensor(uint8)"
 
 
 def _static(dim) -> Optional[int]:
@@ -244,5 +244,5 @@ def check_graph_matches(spec: InputSpec, input_shape: Sequence, input_type: str,
     if len(output_shape) == 4 and _static(output_shape[1]) not in (None, 1):
         raise UserError(f"{path}: output has {output_shape[1]} channels; this runtime segments one class "
                         "(probabilities [batch, 1, height, width])")
-    if output_type not in (FLOAT32, FLOAT16):
-        raise UserError(f"{path}: output is {output_type}, expected float probabilities in [0, 1]")
+    if output_type not in (FLOAT32, FLOAT16, UINT8):  # uint8: a mask variant (threshold inside)
+        raise UserError(f"{path}: output is {output_type}, expected float probabilities in [0, 1] or a uint8 mask")
