@@ -76,7 +76,9 @@ class VideoFileSink(FrameSink):
 
     def report(self) -> str:
         encoder = getattr(self, "encoder", None)  # set when the writer opens: Jetson NVENC or software
-        return super().report() + (f", encoded in {encoder}" if encoder else "")
+        resized = f" ({self.resized} of another size resized to {self._size[1]}x{self._size[0]})" \
+            if self.resized and self._size else ""
+        return super().report() + resized + (f", encoded in {encoder}" if encoder else "")
 
     def _fourcc(self) -> int:
         suffix = self.path.suffix.lower()
@@ -129,11 +131,6 @@ class VideoFileSink(FrameSink):
         if free < self.RESERVE_BYTES + self.RESERVE_PER_FRAME * self.frames + 4 * per_frame:
             raise UserError(f"the disk holding {self.path} is nearly full ({free / 1e6:.1f} MB left): stopped after "
                             f"{self.frames} frames, which are kept and finalized; free some space")
-
-    def report(self) -> str:
-        resized = f" ({self.resized} of another size resized to {self._size[1]}x{self._size[0]})" \
-            if self.resized and self._size else ""
-        return f"{self.description}: {self.frames} frames{resized}"
 
     def close(self) -> None:
         if self._writer is not None:
