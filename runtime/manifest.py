@@ -44,7 +44,7 @@ def read_manifest(engine_path: str | Path) -> dict:
 _REQUIRED = (("tensorrt", dict), ("tensorrt.version", str), ("precision", str))
 _OPTIONAL = (("tensorrt.version_compatible", bool), ("tensorrt.hardware_compatible", bool), ("gpu", dict),
              ("gpu.name", (str, type(None))), ("gpu.compute_capability", (str, type(None))), ("onnx", dict),
-             ("onnx.path", str), ("onnx.sha256", str), ("onnx.source_sha256", str))
+             ("onnx.path", str), ("onnx.sha256", str), ("onnx.source_sha256", str), ("contract", dict))
 
 
 _MISSING = object()
