@@ -85,13 +85,19 @@ def cmd_engine(args: argparse.Namespace) -> None:
     from build_engine.builder import build, fp32_source, import_tensorrt
 
     onnx = Path(args.onnx)
+    if args.out:  # an --out over the ONNX, or one that cannot be written, is said before anything else
+        check_engine_output(Path(args.out), onnx)
     if onnx.is_file():  # a missing ONNX is said first (fp32_source); then a missing TensorRT, before reading the model
         import_tensorrt()
     # Named after the model (its FP32 ONNX's stem): mine.onnx -> mine_fp16.engine.
     out = Path(args.out) if args.out else naming.engine_path_for(fp32_source(onnx), args.precision)
-    refuse_output_over_input(out, onnx)
-    check_writable_file(out, "--out")  # before a build of minutes, not after it
+    check_engine_output(out, onnx)  # before a build of minutes, not after it
     build(onnx, out, build_options(args, out))
+
+
+def check_engine_output(out: Path, onnx: Path) -> None:
+    refuse_output_over_input(out, onnx)
+    check_writable_file(out, "--out")
 
 
 def add_engine_arguments(p: argparse.ArgumentParser) -> None:
