@@ -5,6 +5,7 @@ PYTHON_SYS ?= python3
 VENV       ?= .venv
 PY         := $(VENV)/bin/python
 ARTIFACTS  ?= artifacts
+SOAK_SECONDS ?= 600
 export ARTIFACTS
 export TF_CPP_MIN_LOG_LEVEL := 3
 
@@ -16,7 +17,7 @@ INT8_WEAK := $(ARTIFACTS)/unet_int8_weak.onnx
 INT8_CPU := $(ARTIFACTS)/unet_int8_cpu.onnx
 STAMP := $(VENV)/.installed
 
-.PHONY: setup model onnx accuracy engine demo bench test gpu-test typecheck clean help device-setup check-device-deps
+.PHONY: setup model onnx accuracy engine demo bench soak test gpu-test typecheck clean help device-setup check-device-deps
 .DEFAULT_GOAL := help
 
 help:
@@ -30,6 +31,7 @@ help:
 	@echo "                  $(ARTIFACTS)/unet_{fp32,fp16,int8,int8_weak,int8_cpu}.onnx and the TensorRT ones' _mask variants"
 	@echo "  make accuracy   accuracy of every variant against FP32 and ground truth, method comparison"
 	@echo "  make bench      latency of every model for the backend here, the one the demo runs, streaming FPS"
+	@echo "  make soak       stream for SOAK_SECONDS and print resident memory as it goes (must stay flat)"
 	@echo "  make typecheck  mypy over the TensorRT/pycuda code against the TensorRT stubs"
 	@echo "  make clean      delete $(ARTIFACTS)/ (the venv stays)"
 	@echo "  make help       this list"
@@ -47,6 +49,7 @@ help:
 	@echo "  EXPORT_ARGS=... your model's preprocessing for export, e.g. \"--color-order rgb --input-scale 1/255 --input-offset 0\""
 	@echo "  PYTHON_SYS=...  the Python that creates the venv (now: $(PYTHON_SYS))"
 	@echo "  ORT=0           make device-setup without ONNX Runtime (engines only)"
+	@echo "  SOAK_SECONDS=n  how long make soak streams (now: $(SOAK_SECONDS))"
 	@echo ""
 	@echo "your own model:"
 	@echo "  make onnx MODEL=path/to/mine.keras ARTIFACTS=mine    # export (checked against it), FP16, INT8 of your model"
@@ -123,6 +126,10 @@ demo: $(FP32) $(FP16) $(INT8) $(CPU_INT8_IF_MADE_HERE)
 
 bench: $(FP32) $(FP16) $(INT8) $(CPU_INT8_IF_MADE_HERE)
 	$(PY) -m runtime bench --streaming
+
+# Memory over a long run must stay flat: stream for SOAK_SECONDS and print RSS as it goes.
+soak: $(FP32) $(FP16) $(INT8)
+	$(PY) -m runtime bench --soak $(SOAK_SECONDS)
 
 # ---- On the device ----------------------------------------------------------------------------
 # The venv sees the system's packages (JetPack's TensorRT and GStreamer OpenCV). An existing venv is

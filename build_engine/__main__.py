@@ -8,10 +8,15 @@ from typing import TYPE_CHECKING, Sequence
 
 from build_engine.precision import MODES, PRECISIONS
 from runtime import naming
+from runtime.cli_args import ArgumentParser, float_range, int_range
 from runtime.errors import HelpFormatter, UserError, add_debug_option, examples, run_cli
+from runtime.files import check_writable_file, refuse_output_over_input
 
 if TYPE_CHECKING:
     from build_engine.builder import BuildOptions
+
+
+MAX_BATCH = 4096
 
 
 def _quiet_tensorflow() -> None:
@@ -80,11 +85,19 @@ def cmd_engine(args: argparse.Namespace) -> None:
     from build_engine.builder import build, fp32_source, import_tensorrt
 
     onnx = Path(args.onnx)
+    if args.out:  # an --out over the ONNX, or one that cannot be written, is said before anything else
+        check_engine_output(Path(args.out), onnx)
     if onnx.is_file():  # a missing ONNX is said first (fp32_source); then a missing TensorRT, before reading the model
         import_tensorrt()
     # Named after the model (its FP32 ONNX's stem): mine.onnx -> mine_fp16.engine.
     out = Path(args.out) if args.out else naming.engine_path_for(fp32_source(onnx), args.precision)
+    check_engine_output(out, onnx)  # before a build of minutes, not after it
     build(onnx, out, build_options(args, out))
+
+
+def check_engine_output(out: Path, onnx: Path) -> None:
+    refuse_output_over_input(out, onnx)
+    check_writable_file(out, "--out")
 
 
 def add_engine_arguments(p: argparse.ArgumentParser) -> None:
@@ -100,17 +113,17 @@ def add_engine_arguments(p: argparse.ArgumentParser) -> None:
                         "a quarter of the D2H bytes); probabilities: the float32 model")
     p.add_argument("--calibrator", action="store_true", help="INT8 with the legacy entropy calibrator (8.5-10.x)")
     p.add_argument("--calibration-source", default="synthetic", help="'synthetic', an image folder or a video")
-    p.add_argument("--calibration-count", type=int, default=300, help="frames for --calibrator")
-    p.add_argument("--min-batch", type=int, default=1, help="optimization profile: smallest batch")
-    p.add_argument("--opt-batch", type=int, default=1, help="optimization profile: the batch tuned for")
-    p.add_argument("--max-batch", type=int, default=8, help="optimization profile: largest batch")
-    p.add_argument("--min-size", type=int, help="dynamic-size ONNX only")
-    p.add_argument("--opt-size", type=int, help="dynamic-size ONNX only (default: --max-size)")
-    p.add_argument("--max-size", type=int, help="dynamic-size ONNX only")
-    p.add_argument("--workspace-mib", type=int, default=1024, help="builder workspace memory limit")
+    p.add_argument("--calibration-count", type=int_range(1), default=300, help="frames for --calibrator")
+    p.add_argument("--min-batch", type=int_range(1, MAX_BATCH), default=1, help="optimization profile: smallest batch")
+    p.add_argument("--opt-batch", type=int_range(1, MAX_BATCH), default=1, help="optimization profile: the batch tuned for")
+    p.add_argument("--max-batch", type=int_range(1, MAX_BATCH), default=8, help="optimization profile: largest batch")
+    p.add_argument("--min-size", type=int_range(16, 8192), help="dynamic-size ONNX only")
+    p.add_argument("--opt-size", type=int_range(16, 8192), help="dynamic-size ONNX only (default: --max-size)")
+    p.add_argument("--max-size", type=int_range(16, 8192), help="dynamic-size ONNX only")
+    p.add_argument("--workspace-mib", type=int_range(1), default=1024, help="builder workspace memory limit")
     p.add_argument("--optimization-level", type=int, default=3, choices=range(6), help="builder optimization level 0-5")
     p.add_argument("--timing-cache", default=str(naming.artifacts_dir() / "timing.cache"), help="reused across builds")
-    p.add_argument("--dla-core", type=int, help="Jetson DLA core (GPU fallback on; static profile min=opt=max; "
+    p.add_argument("--dla-core", type=int_range(0, 15), help="Jetson DLA core (GPU fallback on; static profile min=opt=max; "
                                                 "TensorRT 8.5-10.x, weakly typed)")
     p.add_argument("--version-compatible", action="store_true", help="loadable by newer TensorRT and by tensorrt_lean")
 
@@ -129,7 +142,7 @@ def build_options(args: argparse.Namespace, out: Path) -> "BuildOptions":
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m build_engine", description=__doc__, formatter_class=HelpFormatter,
+    p = ArgumentParser(prog="python -m build_engine", description=__doc__, formatter_class=HelpFormatter,
                                 epilog=examples(
                                     "python -m build_engine train                           # synthetic salt data, ~5 min on a CPU",
                                     "python -m build_engine train --data my_set/ --size 128 # my_set/{images,masks}",
@@ -143,18 +156,18 @@ def parser() -> argparse.ArgumentParser:
                                        "python -m build_engine train --data my_set/ --size 128 --channels 3 --out mine.keras"))
     t.add_argument("--out", default=str(naming.keras_model_path()), help="the trained Keras model")
     t.add_argument("--data", help="folder with images/ and masks/ (same file names)")
-    t.add_argument("--size", type=int, default=128, help="input height and width, a multiple of 16")
+    t.add_argument("--size", type=int_range(16, 8192), default=128, help="input height and width, a multiple of 16")
     t.add_argument("--channels", type=int, default=1, choices=(1, 3), help="1: gray, 3: colour input")
-    t.add_argument("--start-neurons", type=int, default=16, help="filters of the first block (x2 per level)")
-    t.add_argument("--train-count", type=int, default=800, help="synthetic training images per epoch (new ones every epoch)")
-    t.add_argument("--val-count", type=int, default=200, help="synthetic validation images")
-    t.add_argument("--epochs", type=int, default=40, help="at most")
-    t.add_argument("--batch-size", type=int, default=8, help="images per training step")
-    t.add_argument("--lr", type=float, default=3e-3, help="initial learning rate")
-    t.add_argument("--lr-decay", type=float, default=0.7, help="learning rate factor per epoch")
-    t.add_argument("--patience", type=int, default=4, help="early stopping on validation IoU")
-    t.add_argument("--max-minutes", type=float, default=4.5, help="stop after the epoch that passes this")
-    t.add_argument("--seed", type=int, default=0, help="data and initialisation seed")
+    t.add_argument("--start-neurons", type=int_range(1, 256), default=16, help="filters of the first block (x2 per level)")
+    t.add_argument("--train-count", type=int_range(1), default=800, help="synthetic training images per epoch (new ones every epoch)")
+    t.add_argument("--val-count", type=int_range(1), default=200, help="synthetic validation images")
+    t.add_argument("--epochs", type=int_range(1), default=40, help="at most")
+    t.add_argument("--batch-size", type=int_range(1, 4096), default=8, help="images per training step")
+    t.add_argument("--lr", type=float_range(0, 1, inclusive=False), default=3e-3, help="initial learning rate")
+    t.add_argument("--lr-decay", type=float_range(1e-6, 1), default=0.7, help="learning rate factor per epoch")
+    t.add_argument("--patience", type=int_range(1), default=4, help="early stopping on validation IoU")
+    t.add_argument("--max-minutes", type=float_range(0, None, inclusive=False), default=4.5, help="stop after the epoch that passes this")
+    t.add_argument("--seed", type=int_range(0), default=0, help="data and initialisation seed")
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("export", help="your Keras model (.keras, .h5, SavedModel folder) -> ONNX, checked against it",
@@ -166,7 +179,7 @@ def parser() -> argparse.ArgumentParser:
                                        "python -m build_engine export --model saved_model_dir/ --out out/mine.onnx --output-kind logits"))
     e.add_argument("--model", default=str(naming.keras_model_path()), help="a .keras or .h5 file or a SavedModel folder")
     e.add_argument("--out", default=str(naming.onnx_path("fp32")), help="the FP32 ONNX to write")
-    e.add_argument("--opset", type=int, default=17, help="ONNX opset")
+    e.add_argument("--opset", type=int_range(17, 18), default=17, help="ONNX opset: 17 or 18 (the newest tf2onnx 1.17 writes)")
     e.add_argument("--dynamic-size", action="store_true",
                    help="dynamic height/width too (adds shape arithmetic around each ConvTranspose)")
     e.add_argument("--input-size", help="HxW the runtime resizes frames to; needed when the model's input size is dynamic")
@@ -175,7 +188,7 @@ def parser() -> argparse.ArgumentParser:
                                                            "fractions allowed ([-1, 1]: 2/255 and -1; [0, 1]: 1/255 and 0)")
     c.add_argument("--input-offset", default="-1", help="one number or one per channel")
     c.add_argument("--color-order", choices=("bgr", "rgb"), help="channel order of a 3-channel model (bgr if not given)")
-    c.add_argument("--threshold", type=float, default=0.5, help="probability above which a pixel is foreground")
+    c.add_argument("--threshold", type=float_range(0, 1, inclusive=False), default=0.5, help="probability above which a pixel is foreground")
     c.add_argument("--output-kind", default="auto", choices=("auto", "probabilities", "logits"),
                    help="what the model outputs; auto reads its last op (sigmoid or linear)")
     e.set_defaults(func=cmd_export)

@@ -20,7 +20,7 @@ from runtime import metadata
 from runtime.backends.onnxrt import OnnxRunner
 from runtime.data.synthetic import make_dataset
 from runtime.errors import UserError
-from runtime.files import atomic_output
+from runtime.files import atomic_output, check_writable_file, refuse_output_over_input
 from runtime.postprocess import DEFAULT_THRESHOLD
 from runtime.preprocess import DEFAULT_OFFSET, DEFAULT_SCALE, InputSpec, preprocess_batch
 
@@ -68,6 +68,8 @@ def export(model_path, onnx_path, options: Optional[ExportOptions] = None, **ove
     options = replace(options or ExportOptions(), **overrides)
     check_options(options)
     onnx_path = Path(onnx_path)
+    refuse_output_over_input(onnx_path, model_path)
+    check_writable_file(onnx_path, "--out")  # before loading TensorFlow, not after the whole export
     source = load_source_model(model_path)
     spec = input_spec(source, options)
     proto, traced = to_onnx(source, spec, options)

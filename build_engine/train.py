@@ -11,6 +11,7 @@ import numpy as np
 
 from runtime.data.images import load_folder, load_mask, read_image
 from runtime.errors import UserError
+from runtime.files import atomic_output, atomic_write_text, check_writable_file
 from runtime.metrics import dice_from_iou, pooled_iou
 from runtime.preprocess import InputSpec, preprocess_batch
 from runtime.data.synthetic import SaltScene, make_dataset, sample_seed
@@ -46,11 +47,17 @@ def load_training_data(cfg: TrainConfig) -> tuple[np.ndarray, np.ndarray, np.nda
             raise UserError(f"{cfg.data} has {len(image_paths)} image/mask pairs; at least 10 are needed to train and validate")
         images = [read_image(p) for p in image_paths]
         masks = np.stack([load_mask(p, cfg.size, cfg.size) for p in mask_paths])
+        if not masks.any():
+            raise UserError(f"all {len(masks)} masks in {cfg.data} are empty (no salt pixel): the model would learn to "
+                            "predict nothing and its validation IoU would read 1.0; check the masks folder")
         order = np.random.default_rng(cfg.seed).permutation(len(images))
         n_val = max(2, int(round(cfg.val_fraction * len(images))))
         val_idx, train_idx = order[:n_val], order[n_val:]
         val_images, val_masks = [images[i] for i in val_idx], masks[val_idx]
         images, masks = [images[i] for i in train_idx], masks[train_idx]
+        if not val_masks.any():
+            print(f"warning: the {n_val} validation masks are all empty, so validation IoU says little; "
+                  "try another --seed or add images with salt", file=sys.stderr)
 
     def nhwc(frames):
         return preprocess_batch(frames, spec).transpose(0, 2, 3, 1).copy()
@@ -96,19 +103,31 @@ def dice_bce_loss(y_true, y_pred):
     return ops.mean(bce) + (1.0 - dice)
 
 
+def save_model(model, out_path: Path) -> None:
+    """Through a temporary file: a failed or interrupted save leaves the previous model in place."""
+    with atomic_output(out_path) as tmp:
+        model.save(tmp)
+
+
 def train(cfg: TrainConfig, out_path: str | Path) -> dict:
     """Fit, keep the best epoch by validation IoU, save the model and `<name>.history.json`."""
-    import keras
-
-    from build_engine.unet import make_unet
-
     out_path = Path(out_path)
-    keras.utils.set_random_seed(cfg.seed)
-    model = make_unet(cfg.size, cfg.size, cfg.channels, cfg.start_neurons)
+    # Checked before any work: the output can be written, the data is sane.
+    if out_path.suffix not in (".keras", ".h5"):
+        raise UserError(f"--out {out_path}: Keras saves models as .keras (or legacy .h5) files")
+    check_writable_file(out_path, "--out")
+    if cfg.epochs < 1:
+        raise UserError(f"epochs must be >= 1, not {cfg.epochs}: the previous model at {out_path} is kept")
     t0 = time.time()
     x_train, y_train, x_val, y_val = load_training_data(cfg)
     print(f"data: {len(x_train)} train / {len(x_val)} val images at {cfg.size}x{cfg.size}x{cfg.channels} ({time.time() - t0:.1f} s)", flush=True)
 
+    import keras
+
+    from build_engine.unet import make_unet
+
+    keras.utils.set_random_seed(cfg.seed)
+    model = make_unet(cfg.size, cfg.size, cfg.channels, cfg.start_neurons)
     model.compile(
         optimizer=keras.optimizers.Adam(cfg.learning_rate),
         loss=dice_bce_loss,
@@ -148,8 +167,7 @@ def train(cfg: TrainConfig, out_path: str | Path) -> dict:
     # Final figures from the restored (best) weights, with the same pooled IoU as during training.
     probabilities = model.predict(x_val, batch_size=32, verbose=0)
     val_iou = pooled_iou(probabilities > 0.5, y_val > 0.5)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    model.save(out_path)
+    save_model(model, out_path)
     record = {
         "config": asdict(cfg),
         "epochs_run": len(history.history["loss"]),
@@ -159,6 +177,6 @@ def train(cfg: TrainConfig, out_path: str | Path) -> dict:
         "model": str(out_path),
     }
     history_path = out_path.with_suffix(".history.json")
-    history_path.write_text(json.dumps(record, indent=2))
+    atomic_write_text(history_path, json.dumps(record, indent=2))
     print(f"saved {out_path}: val IoU {val_iou:.4f}, Dice {dice_from_iou(val_iou):.4f} after {record['epochs_run']} epochs in {fit_seconds:.0f} s; history in {history_path}")
     return record

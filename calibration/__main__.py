@@ -10,7 +10,9 @@ from calibration.dataset import DEFAULT_CALIBRATION_FRAMES, DEFAULT_HOLDOUT_FRAM
 from calibration.ranges import DEFAULT_PERCENTILE, FAMILIES
 from calibration.recipes import RECIPES
 from runtime import metadata, naming
+from runtime.cli_args import ArgumentParser, float_range, int_range
 from runtime.errors import HelpFormatter, UserError, add_debug_option, examples, run_cli
+from runtime.files import check_writable_file, refuse_output_over_input
 
 
 def cmd_fp16(args) -> None:
@@ -39,6 +41,10 @@ def cmd_quantize(args) -> None:
         request = QuantizeRequest(Path(args.fp32), backend, Path(args.out) if args.out else None, args.method, args.percentile,
                                   args.source, args.count, args.holdout, args.seed, args.every, args.gate,
                                   args.max_fp32_layers, args.allow_below_gate)
+        # Before calibrating for minutes: the outputs can be written and none of them is the FP32 model.
+        for path in (request.out_path, ranges_path(request.out_path), record_path(request.out_path)):
+            refuse_output_over_input(path, request.fp32)
+            check_writable_file(path, "--out")
         if args.reuse_ranges:
             out = requantize(request.fp32, request.out_path, backend)
             print(f"wrote {out} from the saved ranges in {ranges_path(out)} (no recalibration)")
@@ -62,7 +68,7 @@ def cmd_evaluate(args) -> None:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m calibration", description=__doc__, formatter_class=HelpFormatter,
+    p = ArgumentParser(prog="python -m calibration", description=__doc__, formatter_class=HelpFormatter,
                                 epilog=examples(
                                     "python -m calibration fp16",
                                     "python -m calibration quantize                          # INT8 for TensorRT and the CPU, gated",
@@ -83,13 +89,13 @@ def parser() -> argparse.ArgumentParser:
                                        "python -m calibration mask mine.onnx --out mine_mask.onnx --threshold 0.4"))
     m.add_argument("onnx", nargs="+", help="probability models, e.g. artifacts/unet_fp16.onnx")
     m.add_argument("--out", help="output path (one model only; default <stem>_mask.onnx beside it)")
-    m.add_argument("--threshold", type=float, help="mask = probability >= this (the model's own if not given: its "
+    m.add_argument("--threshold", type=float_range(0, 1, inclusive=False), help="mask = probability >= this (the model's own if not given: its "
                                                   "metadata, 0.5 for older exports)")
     m.set_defaults(func=cmd_mask)
 
     def add_source(sp):
-        sp.add_argument("--seed", type=int, default=0, help="sampling / synthetic seed")
-        sp.add_argument("--every", type=int, default=10, help="take every k-th frame of a video")
+        sp.add_argument("--seed", type=int_range(0), default=0, help="sampling / synthetic seed")
+        sp.add_argument("--every", type=int_range(1), default=10, help="take every k-th frame of a video")
 
     q = sub.add_parser("quantize", help="calibrate, check against FP32 on held-out frames, write the INT8 ONNX",
                        formatter_class=HelpFormatter,
@@ -103,14 +109,14 @@ def parser() -> argparse.ArgumentParser:
                         "(unet_int8_cpu.onnx); all: both (default)")
     q.add_argument("--out", help="the INT8 file (default: beside --fp32, named by backend)")
     q.add_argument("--source", default="synthetic", help="'synthetic', an image folder or a video file")
-    q.add_argument("--count", type=int, default=DEFAULT_CALIBRATION_FRAMES, help="calibration frames")
-    q.add_argument("--holdout", type=int, default=DEFAULT_HOLDOUT_FRAMES,
+    q.add_argument("--count", type=int_range(1), default=DEFAULT_CALIBRATION_FRAMES, help="calibration frames")
+    q.add_argument("--holdout", type=int_range(1), default=DEFAULT_HOLDOUT_FRAMES,
                    help="further frames of the same source, never calibrated on, that score each method against FP32")
     q.add_argument("--method", default="auto", choices=("auto", *FAMILIES),
                    help="auto: try entropy, percentiles and min-max and keep the best that meets the gate")
-    q.add_argument("--percentile", type=float, default=DEFAULT_PERCENTILE, help="for --method percentile")
-    q.add_argument("--gate", type=float, default=DEFAULT_GATE, help="minimum IoU vs FP32 on the held-out frames")
-    q.add_argument("--max-fp32-layers", type=int, default=3,
+    q.add_argument("--percentile", type=float_range(50, 100, inclusive=False), default=DEFAULT_PERCENTILE, help="for --method percentile")
+    q.add_argument("--gate", type=float_range(0, 1), default=DEFAULT_GATE, help="minimum IoU vs FP32 on the held-out frames")
+    q.add_argument("--max-fp32-layers", type=int_range(0), default=3,
                    help="layers that may stay in float when no method meets the gate with every layer INT8 (0: none)")
     q.add_argument("--allow-below-gate", action="store_true", help="write the best model even below the gate (recorded)")
     q.add_argument("--reuse-ranges", action="store_true", help="re-quantize from the saved ranges, no recalibration")
@@ -124,14 +130,14 @@ def parser() -> argparse.ArgumentParser:
                                        "python -m calibration evaluate out/unet_fp32.onnx out/unet_int8_cpu.onnx --data my_set/"))
     e.add_argument("models", nargs="*", help="the FP32 model first; default: it and every variant of it in $ARTIFACTS")
     e.add_argument("--data", default="synthetic", help="'synthetic' (held-out test split) or a folder with images/ and masks/")
-    e.add_argument("--count", type=int, default=200, help="evaluation images")
-    e.add_argument("--threshold", type=float, help="probability above which a pixel is foreground (each model's own if not "
+    e.add_argument("--count", type=int_range(1), default=200, help="evaluation images")
+    e.add_argument("--threshold", type=float_range(0, 1, inclusive=False), help="probability above which a pixel is foreground (each model's own if not "
                                                   "given: its metadata, 0.5 for older exports)")
-    e.add_argument("--gate", type=float, default=DEFAULT_GATE, help="IoU vs FP32 a model needs to be chosen to run")
+    e.add_argument("--gate", type=float_range(0, 1), default=DEFAULT_GATE, help="IoU vs FP32 a model needs to be chosen to run")
     e.add_argument("--compare-methods", action="store_true",
                    help="also quantize with each method for each backend (under --methods-dir) and compare")
     e.add_argument("--calibration-source", default="synthetic", help="for --compare-methods")
-    e.add_argument("--calibration-count", type=int, default=DEFAULT_CALIBRATION_FRAMES, help="for --compare-methods")
+    e.add_argument("--calibration-count", type=int_range(1), default=DEFAULT_CALIBRATION_FRAMES, help="for --compare-methods")
     e.add_argument("--methods-dir", default=str(naming.artifacts_dir() / "methods"), help="where --compare-methods writes")
     e.add_argument("--json", default=str(naming.accuracy_report_path()), help="the accuracy report")
     e.add_argument("--figure", default=str(naming.artifacts_dir() / "accuracy_worst.png"),

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from runtime.files import atomic_output, sha256_file
+from runtime.files import atomic_output, check_writable_file, refuse_output_over_input, sha256_file
 from runtime import metadata
 from runtime.errors import UserError
 
@@ -20,7 +20,15 @@ def convert_fp16(fp32_path: str | Path, out_path: str | Path) -> Path:
     fp32_path = Path(fp32_path)
     if not fp32_path.is_file():
         raise UserError(f"FP32 model {fp32_path} does not exist; run `make onnx`")
-    model = onnx.load(fp32_path)
+    refuse_output_over_input(out_path, fp32_path)
+    check_writable_file(out_path, "--out")
+    try:
+        model = onnx.load(fp32_path)
+    except Exception as exc:  # protobuf's DecodeError and friends
+        raise UserError(f"cannot read ONNX model {fp32_path} ({type(exc).__name__}); re-create it with `make onnx`") from None
+    precision = reduced_precision(model)
+    if precision:
+        raise UserError(f"{fp32_path} is already {precision}; convert the FP32 model (e.g. artifacts/unet_fp32.onnx)")
     converted = float16.convert_float_to_float16(
         model, keep_io_types=True, op_block_list=list(float16.DEFAULT_OP_BLOCK_LIST) + KEEP_FP32_OPS,
     )
@@ -32,6 +40,20 @@ def convert_fp16(fp32_path: str | Path, out_path: str | Path) -> Path:
     with atomic_output(out_path) as tmp:
         onnx.save(converted, tmp)
     return Path(out_path)
+
+
+def reduced_precision(model) -> str | None:
+    """'FP16' or 'INT8' when a model is not FP32: by its metadata, else by its weights and Q/DQ nodes."""
+    from onnx import TensorProto
+
+    declared = metadata.precision_of(metadata.read_metadata(model))
+    if declared in ("fp16", "int8"):
+        return declared.upper()
+    if any(node.op_type in ("QuantizeLinear", "DequantizeLinear") for node in model.graph.node):
+        return "INT8"
+    if any(init.data_type == TensorProto.FLOAT16 for init in model.graph.initializer):
+        return "FP16"
+    return None
 
 
 def keep_float32_outputs(model) -> None:

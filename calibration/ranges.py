@@ -27,6 +27,7 @@ from typing import Sequence
 import numpy as np
 
 from runtime.errors import UserError
+from runtime.files import atomic_output
 
 NUM_BINS = 2048
 NUM_QUANTIZED_BINS = 128
@@ -205,7 +206,8 @@ def save_ranges(ranges: dict[str, tuple[float, float]], method: Method, path: Pa
     from onnxruntime.quantization.calibrate import TensorData, TensorsData, save_tensors_data
 
     data = {name: TensorData(lowest=np.array(lo, np.float32), highest=np.array(hi, np.float32)) for name, (lo, hi) in ranges.items()}
-    save_tensors_data(TensorsData(method.ort_method(), data), path)
+    with atomic_output(path) as tmp:  # ORT's own writer would leave a half-written file on failure
+        save_tensors_data(TensorsData(method.ort_method(), data), tmp)
     return path
 
 

@@ -34,11 +34,51 @@ def read_manifest(engine_path: str | Path) -> dict:
         manifest = json.loads(path.read_text())
     except FileNotFoundError:
         raise UserError(f"{path} (the engine's manifest) is missing; rebuild with `python -m build_engine engine`") from None
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, UnicodeDecodeError):
         raise UserError(f"{path} is corrupt; rebuild the engine with `python -m build_engine engine`") from None
-    if manifest.get("schema") != SCHEMA:
-        raise UserError(f"{path} has manifest schema {manifest.get('schema')}, this runtime reads {SCHEMA}; rebuild the engine")
+    validate_manifest(manifest, path)
     return manifest
+
+
+# The keys the runtime reads, with their types; other keys are informative and not checked.
+_REQUIRED = (("tensorrt", dict), ("tensorrt.version", str), ("precision", str))
+_OPTIONAL = (("tensorrt.version_compatible", bool), ("tensorrt.hardware_compatible", bool), ("gpu", dict),
+             ("gpu.name", (str, type(None))), ("gpu.compute_capability", (str, type(None))), ("onnx", dict),
+             ("onnx.path", str), ("onnx.sha256", str), ("onnx.source_sha256", str), ("contract", dict))
+
+
+_MISSING = object()
+
+
+def _lookup(manifest: dict, dotted: str):
+    value = manifest
+    for part in dotted.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return _MISSING
+        value = value[part]
+    return value
+
+
+def validate_manifest(manifest, path: Path) -> None:
+    """Refuse a sidecar of the wrong shape with one line, before anything reads a key from it."""
+    rebuild = "rebuild the engine with `python -m build_engine engine`"
+    if not isinstance(manifest, dict):
+        raise UserError(f"{path} holds a JSON {type(manifest).__name__}, not an engine manifest (an object); {rebuild}")
+    if manifest.get("schema") != SCHEMA:
+        raise UserError(f"{path} has manifest schema {manifest.get('schema')!r}, this runtime reads {SCHEMA}; {rebuild}")
+    for key, types in _REQUIRED + _OPTIONAL:
+        value = _lookup(manifest, key)
+        if value is _MISSING:
+            if (key, types) in _REQUIRED:
+                raise UserError(f"{path} lacks {key!r}; {rebuild}")
+            continue
+        if not isinstance(value, types) or (types is not bool and isinstance(value, bool)):
+            raise UserError(f"{path}: {key!r} is {json.dumps(value)[:40]}, not a {_type_names(types)}; {rebuild}")
+
+
+def _type_names(types) -> str:
+    names = {dict: "JSON object", str: "string", bool: "true/false", type(None): "null"}
+    return " or ".join(names.get(t, t.__name__) for t in (types if isinstance(types, tuple) else (types,)))
 
 
 def rebuild_hint(manifest: dict) -> str:

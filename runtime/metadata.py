@@ -72,18 +72,28 @@ def read_metadata(proto) -> Dict[str, str]:
 
 
 def _int_field(meta: Mapping[str, str], key: str, path: Path) -> int:
+    if key not in meta:
+        raise UserError(f"{path}: metadata {key} is missing (the other unet.input_* keys are there); re-export the "
+                        "model with `python -m build_engine export`")
     try:
-        return int(meta[key])
+        value = int(meta[key])
     except ValueError:
         raise UserError(f"{path}: metadata {key}={meta[key]!r} is not an integer; re-export the model "
                         "with `python -m build_engine export`") from None
+    if value <= 0:
+        raise UserError(f"{path}: metadata {key}={value} must be positive; re-export the model with "
+                        "`python -m build_engine export`")
+    return value
 
 
 def spec_from_metadata(meta: Mapping[str, str], input_shape: Sequence, path: Path) -> InputSpec:
     """The training size from the metadata, else from a static NCHW input shape."""
-    if HEIGHT in meta:
-        return InputSpec(_int_field(meta, HEIGHT, path), _int_field(meta, WIDTH, path), _int_field(meta, CHANNELS, path),
-                         **preprocess_fields(meta, path))
+    if HEIGHT in meta or WIDTH in meta or CHANNELS in meta:
+        try:
+            return InputSpec(_int_field(meta, HEIGHT, path), _int_field(meta, WIDTH, path), _int_field(meta, CHANNELS, path),
+                             **preprocess_fields(meta, path))
+        except UserError as exc:
+            raise UserError(str(exc) if str(path) in str(exc) else f"{path}: {exc}") from None
     dims = list(input_shape)
     if len(dims) == 4 and all(isinstance(d, int) and d > 0 for d in dims[1:]):
         return InputSpec(dims[2], dims[3], dims[1], **preprocess_fields(meta, path))
@@ -218,3 +228,39 @@ def read_onnx_metadata(path) -> Dict[str, str]:
             return meta
     except (OSError, ValueError, IndexError, UnicodeDecodeError) as exc:
         raise UserError(f"cannot read {path} as an ONNX model ({exc}); re-create it with `make onnx`") from None
+
+
+# --- Validation: the metadata against the graph it describes ---------------------------------------
+
+FLOAT32, FLOAT16, UINT8 = "tensor(float)", "tensor(float16)", "tensor(uint8)"
+
+
+def _static(dim) -> Optional[int]:
+    """A dimension's size, or None when it is symbolic or unknown (ONNX Runtime gives str/None)."""
+    return dim if isinstance(dim, int) and dim > 0 else None
+
+
+def check_graph_matches(spec: InputSpec, input_shape: Sequence, input_type: str, output_shape: Sequence,
+                        output_type: str, path: Path) -> None:
+    """Refuse, when the model opens, a graph the runtime would fail on mid-run: not NCHW float32 in,
+    not one channel of float probabilities out, or a size/channel count that contradicts the metadata."""
+    fix = "export it with `python -m build_engine export` (or make its metadata match its graph)"
+    if len(input_shape) != 4:
+        raise UserError(f"{path}: input shape {list(input_shape)} is not NCHW [batch, channels, height, width]; {fix}")
+    if input_type != FLOAT32:
+        raise UserError(f"{path}: input is {input_type}, the runtime feeds float32; keep float32 inputs "
+                        "(`python -m calibration fp16` does)")
+    _, channels, height, width = (_static(d) for d in input_shape)
+    if channels is not None and channels != spec.channels:
+        raise UserError(f"{path}: metadata says {spec.channels} input channel(s), the graph's input has {channels} "
+                        f"(shape {list(input_shape)}: NCHW expected); {fix}")
+    for name, graph, meta in (("height", height, spec.height), ("width", width, spec.width)):
+        if graph is not None and graph != meta:
+            raise UserError(f"{path}: metadata says input {name} {meta}, the graph's input has {graph}; {fix}")
+    if len(output_shape) not in (3, 4):
+        raise UserError(f"{path}: output shape {list(output_shape)} is not [batch, 1, height, width] probabilities; {fix}")
+    if len(output_shape) == 4 and _static(output_shape[1]) not in (None, 1):
+        raise UserError(f"{path}: output has {output_shape[1]} channels; this runtime segments one class "
+                        "(probabilities [batch, 1, height, width])")
+    if output_type not in (FLOAT32, FLOAT16, UINT8):  # uint8: a mask variant (threshold inside)
+        raise UserError(f"{path}: output is {output_type}, expected float probabilities in [0, 1] or a uint8 mask")

@@ -129,3 +129,86 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     assert record["final"]["val_iou"] > 0.5, f"the tiny test model did not learn: {record['final']}"
     export(folder / "unet.keras", folder / "unet_fp32.onnx")
     return folder
+
+
+def _mount_tmpfs(folder: Path, options: str) -> bool:
+    """Mount a tmpfs on `folder` (root only); False where mounting is not allowed."""
+    try:
+        result = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)], capture_output=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return result.returncode == 0
+
+
+def _can_create_in(folder: Path) -> bool:
+    try:
+        (folder / ".probe").write_bytes(b"x")
+        (folder / ".probe").unlink()
+        return True
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def read_only_dir(tmp_path):
+    """A folder nobody can write into. Permission bits do not bind root, so as root it is a
+    read-only tmpfs; elsewhere a chmod 555 folder. Skipped only where neither works."""
+    folder = tmp_path / "read only"
+    folder.mkdir()
+    mounted = os.geteuid() == 0 and _mount_tmpfs(folder, "ro,size=64k")
+    if not mounted:
+        folder.chmod(0o555)
+    try:
+        if _can_create_in(folder):
+            pytest.skip("cannot make a read-only folder here (root without mount permission)")
+        yield folder
+    finally:
+        if mounted:
+            subprocess.run(["umount", str(folder)], capture_output=True, timeout=10)
+        else:
+            folder.chmod(0o755)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 2 MB file system (tmpfs) to fill up; needs root (CI runs the simulated test instead)."""
+    folder = tmp_path / "small disk"
+    folder.mkdir()
+    if os.geteuid() != 0 or not _mount_tmpfs(folder, "size=2m"):
+        pytest.skip("a full-disk test needs a small tmpfs, which only root can mount; "
+                    "test_a_video_writer_failure_is_one_line_and_keeps_the_frames simulates it")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], capture_output=True, timeout=10)
+
+
+def call_cli(main, argv, capsys) -> tuple[int, str, str]:
+    """A CLI's `main` in this process (no interpreter start-up): (exit code, stdout, stderr)."""
+    try:
+        code = main(list(argv))
+    except SystemExit as exc:  # argparse
+        code = exc.code if isinstance(exc.code, int) else 1
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def assert_one_line_error_text(code: int, err: str, *fragments: str) -> None:
+    """assert_one_line_error for a CLI called in this process."""
+    assert code != 0 and "Traceback" not in err, err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, err
+    for fragment in fragments:
+        assert fragment in errors[0], errors[0]
+
+
+def decoded_frames(path) -> int:
+    """How many frames OpenCV can decode from a video: 0 for an unplayable (unfinalized) MP4."""
+    import cv2
+
+    capture = cv2.VideoCapture(str(path))
+    count = 0
+    while capture.read()[0]:
+        count += 1
+    capture.release()
+    return count

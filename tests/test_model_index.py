@@ -57,7 +57,7 @@ def test_variants_are_found_by_their_link_not_their_name(tmp_path):
 def test_index_reads_engines_from_their_manifests_and_skips_junk(tmp_path):
     fp32 = tiny_model(tmp_path / "unet_fp32.onnx", {metadata.PRECISION: "fp32"})
     (tmp_path / "mine_int8.engine").write_bytes(b"plan")
-    (tmp_path / "mine_int8.json").write_text(json.dumps({"schema": 1, "precision": "int8",
+    (tmp_path / "mine_int8.json").write_text(json.dumps({"schema": 1, "precision": "int8", "tensorrt": {"version": "10.3.0"},
                                                            "onnx": {"sha256": "abc", "source_sha256": sha256_file(fp32)}}))
     (tmp_path / "notes.txt").write_text("hello")
     (tmp_path / "broken.onnx").write_bytes(b"\xff" * 8)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import os
 import platform
@@ -24,21 +25,15 @@ from runtime.app.stats import percentiles
 from runtime.app.streaming_bench import format_streaming, streaming
 from runtime.backends.base import Runner
 from runtime.data.synthetic import SaltVideo
+from runtime.app.soak import rss_mb, soak
+from runtime.cli_args import ArgumentParser, float_range, int_range
 from runtime.errors import HelpFormatter, UserError, add_debug_option, examples, run_cli
+from runtime.files import atomic_write_image, atomic_write_text, check_writable_folder
 from runtime.factory import open_runner
 from runtime.naming import accuracy_report_path, artifacts_dir, is_engine
 from runtime import selection
 from runtime.postprocess import output_to_mask
 from runtime.preprocess import preprocess_batch
-
-
-def rss_mb() -> float:
-    """Resident memory of this process (Linux), MB."""
-    try:
-        pages = int(Path("/proc/self/statm").read_text().split()[1])
-        return pages * os.sysconf("SC_PAGE_SIZE") / 1e6
-    except (OSError, ValueError, IndexError):
-        return float("nan")
 
 
 def _command(*args: str) -> str | None:
@@ -187,19 +182,20 @@ def write_csv(rows: list[dict], path: Path) -> None:
     fields = ["model", "backend", "precision", "batch", "p50_ms", "p90_ms", "p99_ms", "mean_ms", "throughput_ips",
               "preprocess_ms", "infer_ms", "postprocess_ms", "h2d_ms", "compute_ms", "d2h_ms", "e2e_over_compute",
               "rss_mb", "e2e_vs_fp32", "infer_vs_fp32", "iou_vs_fp32", "iou_vs_truth"]
-    with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fields)
-        writer.writeheader()
-        for r in rows:
-            s = r["stages_ms"]
-            writer.writerow({
-                "model": r["model"], "backend": r["backend"], "precision": r["precision"], "batch": r["batch"],
-                **{f"{k}_ms": r["latency_ms"][k] for k in ("p50", "p90", "p99", "mean")},
-                "throughput_ips": r["throughput_ips"], "e2e_over_compute": r["e2e_over_compute"], "rss_mb": r["rss_mb"],
-                **{f"{k}_ms": s[k]["mean"] for k in ("preprocess", "infer", "postprocess", "h2d", "compute", "d2h") if k in s},
-                "e2e_vs_fp32": r.get("e2e_vs_fp32"), "infer_vs_fp32": r.get("infer_vs_fp32"),
-                "iou_vs_fp32": r.get("iou_vs_fp32"), "iou_vs_truth": r.get("iou_vs_truth"),
-            })
+    handle = io.StringIO(newline="")
+    writer = csv.DictWriter(handle, fields)
+    writer.writeheader()
+    for r in rows:
+        s = r["stages_ms"]
+        writer.writerow({
+            "model": r["model"], "backend": r["backend"], "precision": r["precision"], "batch": r["batch"],
+            **{f"{k}_ms": r["latency_ms"][k] for k in ("p50", "p90", "p99", "mean")},
+            "throughput_ips": r["throughput_ips"], "e2e_over_compute": r["e2e_over_compute"], "rss_mb": r["rss_mb"],
+            **{f"{k}_ms": s[k]["mean"] for k in ("preprocess", "infer", "postprocess", "h2d", "compute", "d2h") if k in s},
+            "e2e_vs_fp32": r.get("e2e_vs_fp32"), "infer_vs_fp32": r.get("infer_vs_fp32"),
+            "iou_vs_fp32": r.get("iou_vs_fp32"), "iou_vs_truth": r.get("iou_vs_truth"),
+        })
+    atomic_write_text(path, handle.getvalue())
 
 
 def write_chart(rows: list[dict], path: Path, title: str) -> None:
@@ -220,29 +216,32 @@ def write_chart(rows: list[dict], path: Path, title: str) -> None:
         cv2.putText(image, f"{p50:.2f} ms", (left + int(p90 * scale) + 6, y + 13), cv2.FONT_HERSHEY_SIMPLEX, 0.42, (0, 0, 0), 1, cv2.LINE_AA)
     cv2.putText(image, "bar: p50 end-to-end latency (ms); line: to p90", (8, height - 10), cv2.FONT_HERSHEY_SIMPLEX, 0.42,
                 (80, 80, 80), 1, cv2.LINE_AA)
-    if not cv2.imwrite(str(path), image):
-        raise UserError(f"cannot write {path}")
+    atomic_write_image(path, image)
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m runtime bench", description=__doc__, formatter_class=HelpFormatter,
-                                epilog=examples(
-                                    "python -m runtime bench                                  # every model for the backend here",
-                                    "python -m runtime bench --streaming                      # + pipeline vs sequential FPS, latency",
-                                    "python -m runtime bench mine.onnx artifacts/unet_int8.engine --batch-sizes 1,8"))
+    p = ArgumentParser(prog="python -m runtime bench", description=__doc__, formatter_class=HelpFormatter,
+                       epilog=examples(
+                           "python -m runtime bench                                  # every model for the backend here",
+                           "python -m runtime bench --streaming                      # + pipeline vs sequential FPS, latency",
+                           "python -m runtime bench mine.onnx artifacts/unet_int8.engine --batch-sizes 1,8",
+                           "python -m runtime bench --soak 600                       # memory over a long run"))
     p.add_argument("models", nargs="*", help="engines and ONNX files; default: every model in $ARTIFACTS made for the backend here")
     p.add_argument("--batch-sizes", default="1,4", help="comma-separated")
-    p.add_argument("--iterations", type=int, default=50, help="timed runs per model and batch size")
-    p.add_argument("--warmup", type=int, default=5, help="untimed runs first")
-    p.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads")
+    p.add_argument("--iterations", type=int_range(1), default=50, help="timed runs per model and batch size")
+    p.add_argument("--warmup", type=int_range(0), default=5, help="untimed runs first")
+    p.add_argument("--threads", type=int_range(1, 1024), help="ONNX Runtime intra-op threads")
     p.add_argument("--frame-size", default="640x480", help="WxH of the frames fed to preprocessing")
     p.add_argument("--streaming", action="store_true", help="also measure pipeline / model-only / sequential FPS")
-    p.add_argument("--stream-frames", type=int, default=150, help="frames per --streaming run")
-    p.add_argument("--repeats", type=int, default=3, help="rounds of the streaming modes (alternated)")
-    p.add_argument("--min-iou", type=float, default=selection.DEFAULT_MIN_IOU, help="accuracy gate for the model choice")
+    p.add_argument("--stream-frames", type=int_range(1), default=150, help="frames per --streaming run")
+    p.add_argument("--repeats", type=int_range(1), default=3, help="rounds of the streaming modes (alternated)")
+    p.add_argument("--min-iou", type=float_range(0, 1), default=selection.DEFAULT_MIN_IOU, help="accuracy gate for the model choice")
     p.add_argument("--accuracy", default=str(accuracy_report_path()), help="accuracy report whose columns join the table")
     p.add_argument("--out-dir", default=str(artifacts_dir() / "bench"), help="where bench.json/.csv/.png go")
     p.add_argument("--allow-host-code", action="store_true", help="load version-compatible engines (built by you)")
+    p.add_argument("--soak", type=float_range(1, 7 * 86400), metavar="SECONDS",
+                   help="instead of timing: stream the synthetic video through the first model for SECONDS and print "
+                        "resident memory as it goes (it must stay flat on long runs)")
     add_debug_option(p)
     return p
 
@@ -254,14 +253,21 @@ def main(argv: Sequence[str] | None = None) -> None:
         width, height = (int(v) for v in args.frame_size.lower().split("x"))
     except ValueError:
         raise UserError("--batch-sizes is like 1,4 and --frame-size like 640x480") from None
-    if min(batches) < 1 or args.iterations < 1 or args.repeats < 1:
-        raise UserError("batch sizes, --iterations and --repeats must be >= 1")
+    if min(batches) < 1:
+        raise UserError("batch sizes must be >= 1")
+    if not (16 <= width <= 8192 and 16 <= height <= 8192):
+        raise UserError(f"--frame-size {args.frame_size}: each side must lie between 16 and 8192")
     backend, backend_reason = selection.backend_here()
     candidates = selection.list_candidates(artifacts_dir(), backend, Path(args.accuracy))
     paths = [Path(m) for m in args.models] or [c.path for c in candidates if c.made_for_here]
     for path in paths:
         if not path.is_file():
             raise UserError(f"model {path} does not exist; run `make onnx`")
+    if args.soak:
+        with ExitStack() as stack:
+            soak(open_models(paths[:1], args.threads, stack)[0][0], args.soak, width, height)
+        return
+    check_writable_folder(args.out_dir, "--out-dir")  # before the timing, not after it
     video = SaltVideo(height, width)
     frames = [video.frame(i)[0] for i in range(max(batches) * 4)]
     machine = machine_info()
@@ -293,7 +299,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         print("\n" + format_streaming(stream))
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "bench.json").write_text(json.dumps({"machine": machine, "frame_size": args.frame_size, "iterations": args.iterations,
+    atomic_write_text(out / "bench.json", json.dumps({"machine": machine, "frame_size": args.frame_size, "iterations": args.iterations,
                                                 "warmup": args.warmup, "threads": args.threads, "results": rows,
                                                 "chosen": str(choice.chosen.path) if choice else None,
                                                 "streaming": stream, "tensorrt_modes": trt_rows, "measured_at": time.strftime("%Y-%m-%d %H:%M:%S")}, indent=1))

@@ -62,7 +62,7 @@ class FrameProcessor:
         probabilities = self.runner.infer(tensor)[0]
         self.timed("infer", t1)
         for stage, ms in self.runner.last_timings_ms.items():
-            self.stats.device_ms.setdefault(stage, []).append(ms)
+            self.stats.device_ms[stage].append(ms)
         return Inferred(frame, probabilities)
 
     def submit(self, frame: Frame) -> None:
@@ -261,12 +261,16 @@ class Pipeline:
 
 
 def run_sequential(source: FrameSource, runner: Runner, sink: FrameSink, threshold: float | None = None,
-                   max_frames: int | None = None, hud: bool = True, stats: RunStats | None = None) -> RunStats:
-    """The baseline the pipeline must beat: read -> infer -> draw -> write, one frame at a time."""
-    stats = stats if stats is not None else RunStats()
+                   max_frames: int | None = None, hud: bool = True, stats: RunStats | None = None,
+                   stop: threading.Event | None = None) -> RunStats:
+    """The baseline the pipeline must beat: read -> infer -> draw -> write, one frame at a time.
+
+    Pass `stats` to keep the figures when the run ends with an error, and `stop` to end it early
+    (e.g. on a signal) after the current frame."""
+    stats = RunStats() if stats is None else stats
     processor = FrameProcessor(runner, stats, threshold, hud)
     try:
-        while max_frames is None or stats.frames_in < max_frames:
+        while (max_frames is None or stats.frames_in < max_frames) and not (stop is not None and stop.is_set()):
             t0 = time.perf_counter()
             frame = source.read()
             if frame is None:

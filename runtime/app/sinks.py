@@ -2,6 +2,7 @@
 nowhere (headless); several at once through TeeSink. The live browser view is in live.py."""
 from __future__ import annotations
 
+import math
 import os
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -13,6 +14,7 @@ import numpy as np
 
 from runtime.app.sources import Frame
 from runtime.errors import Closeable, UserError
+from runtime.files import atomic_write_image, check_writable_folder
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv")
 
@@ -45,22 +47,38 @@ def mask_image(mask: np.ndarray) -> np.ndarray:
 
 
 class VideoFileSink(FrameSink):
-    """mp4v through OpenCV; opened on the first frame so its size is known. close() finalizes the file.
+    """mp4v (MJPG for .avi) through OpenCV; opened on the first frame so its size is known.
+
+    OpenCV's writer silently drops a frame of another size and says nothing when the disk fills
+    (the MP4 is then unplayable: its index is written at close). So every frame is checked: one of
+    another size is resized to the first frame's; a frame the writer refuses ends the run with one
+    line; and the run stops while there is still room to finalize the file. `frames` counts the
+    frames that reached the writer; close() finalizes the file.
 
     `masks=True` writes the binary masks instead of the overlay: losslessly (FFV1) in .mkv/.avi."""
 
+    # Kept free for what close() writes: the encoder's buffered frames and the MP4 index (about
+    # 8-30 bytes per frame), plus the next frame.
+    RESERVE_BYTES = 512 * 1024
+    RESERVE_PER_FRAME = 64
+
     def __init__(self, path: str | Path, fps: float, masks: bool = False):
         self.path = Path(path)
-        self.fps = fps if fps and fps > 0 else 30.0
+        self.fps = fps if fps and math.isfinite(fps) and 0 < fps <= 1000 else 30.0
         self.masks = masks
         self.description = f"{'mask video' if masks else 'video'} {self.path}"
         self._writer = None
+        self._size: tuple[int, int] | None = None
         self.frames = 0
+        self.resized = 0
+        check_writable_folder(self.path.parent)
         self.path.parent.mkdir(parents=True, exist_ok=True)
 
     def report(self) -> str:
         encoder = getattr(self, "encoder", None)  # set when the writer opens: Jetson NVENC or software
-        return super().report() + (f", encoded in {encoder}" if encoder else "")
+        resized = f" ({self.resized} of another size resized to {self._size[1]}x{self._size[0]})" \
+            if self.resized and self._size else ""
+        return super().report() + resized + (f", encoded in {encoder}" if encoder else "")
 
     def _fourcc(self) -> int:
         suffix = self.path.suffix.lower()
@@ -81,9 +99,38 @@ class VideoFileSink(FrameSink):
                 self._writer = cv2.VideoWriter(str(self.path), self._fourcc(), self.fps, (width, height), not self.masks)
             if not self._writer.isOpened():
                 raise UserError(f"OpenCV cannot write {self.path}: use a .mp4 or .avi name in a writable folder")
-        self._writer.write(image)
+            self._size = (height, width)
+        image = self._fit(image)
+        self._check_free_space()
+        written = self._writer.write(image)
+        # OpenCV >= 5 returns False for a frame that did not reach the file; 4.x returns None.
+        if written is False or not self._writer.isOpened():
+            raise UserError(f"the video writer could not add frame {self.frames + 1} to {self.path} (disk full or I/O "
+                            f"error); the {self.frames} frames before it are kept")
         self.frames += 1
         return True
+
+    def _fit(self, image: np.ndarray) -> np.ndarray:
+        """The frame at the writer's size, in BGR (gray for masks): anything else would be dropped without a word."""
+        if image.ndim == 2 and not self.masks:
+            image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+        height, width = self._size or image.shape[:2]
+        if image.shape[:2] != (height, width):
+            self.resized += 1
+            image = cv2.resize(image, (width, height), interpolation=cv2.INTER_NEAREST if self.masks else cv2.INTER_AREA)
+        return image
+
+    def _check_free_space(self) -> None:
+        try:
+            stat = os.statvfs(self.path.parent)
+            written = self.path.stat().st_size
+        except (OSError, AttributeError):  # no statvfs (Windows), or the file is not created yet
+            return
+        free = stat.f_bavail * stat.f_frsize
+        per_frame = written / self.frames if self.frames else 0
+        if free < self.RESERVE_BYTES + self.RESERVE_PER_FRAME * self.frames + 4 * per_frame:
+            raise UserError(f"the disk holding {self.path} is nearly full ({free / 1e6:.1f} MB left): stopped after "
+                            f"{self.frames} frames, which are kept and finalized; free some space")
 
     def close(self) -> None:
         if self._writer is not None:
@@ -92,22 +139,22 @@ class VideoFileSink(FrameSink):
 
 
 class ImageFolderSink(FrameSink):
-    """PNG files named after the input (`photo 1.jpg` -> `photo 1.png`; video frames -> `frame_000042.png`).
+    """PNG files named after the input (`photo 1.jpg` -> `photo 1.png`; video frames -> `frame_000042.png`),
+    each written atomically (a cut-short run never leaves a truncated image).
 
     `masks=True` writes the binary masks (0/255) instead of the overlays."""
 
     def __init__(self, folder: str | Path, masks: bool = False):
         self.folder = Path(folder)
+        check_writable_folder(self.folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.masks = masks
         self.description = f"{'masks' if masks else 'images'} in {self.folder}"
         self.frames = 0
 
     def write(self, out: Rendered) -> bool:
-        path = self.folder / f"{out.frame.output_name()}.png"
         image = mask_image(out.mask) if self.masks else out.image
-        if not cv2.imwrite(str(path), image):
-            raise UserError(f"cannot write {path}: is the folder writable?")
+        atomic_write_image(self.folder / f"{out.frame.output_name()}.png", image)
         self.frames += 1
         return True
 

@@ -40,6 +40,7 @@ class OnnxRunner(Runner):
         self.input_name, self.output_name = inputs[0].name, outputs[0].name
         meta = self._session.get_modelmeta().custom_metadata_map
         self.spec = metadata.spec_from_metadata(meta, inputs[0].shape, self.path)
+        metadata.check_graph_matches(self.spec, inputs[0].shape, inputs[0].type, outputs[0].shape, outputs[0].type, self.path)
         self.precision = metadata.precision_of(meta) or "unknown"
         self.threshold = metadata.threshold_of(meta, self.path)
 

@@ -26,8 +26,21 @@ def read_image(path: Path, flags: int = cv2.IMREAD_UNCHANGED) -> np.ndarray:
 
 
 def load_mask(path: Path, height: int, width: int) -> np.ndarray:
-    """Any nonzero pixel is salt; nearest-neighbour resizing keeps the mask binary."""
-    mask = read_image(path, cv2.IMREAD_GRAYSCALE)
+    """A {0,1} mask at (height, width) from a binary file: 0 background, salt 1, 255 (or 65535).
+
+    Anything else (JPEG artefacts, soft or multi-class masks) is refused with the file's name rather
+    than silently thresholded. Nearest-neighbour resizing keeps the mask binary.
+    """
+    mask = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if mask is None:
+        raise UserError(f"cannot read mask {path}: the file is missing, corrupt or not an image")
+    if mask.ndim == 3:
+        mask = cv2.cvtColor(mask, cv2.COLOR_BGRA2GRAY if mask.shape[2] == 4 else cv2.COLOR_BGR2GRAY)
+    values = np.unique(mask)
+    if not any(set(values.tolist()) <= {0, on} for on in (1, 255, 65535)):
+        shown = ", ".join(str(v) for v in values[:6]) + (", ..." if len(values) > 6 else "")
+        raise UserError(f"mask {path} is not binary: it holds {len(values)} values ({shown}); save masks as PNG with "
+                        "background 0 and salt 1 or 255 (JPEG compression adds in-between values)")
     if mask.shape != (height, width):
         mask = cv2.resize(mask, (width, height), interpolation=cv2.INTER_NEAREST)
     return (mask > 0).astype(np.uint8)

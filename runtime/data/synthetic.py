@@ -10,10 +10,13 @@ Used by training, calibration and the demo, so it imports numpy and OpenCV only.
 """
 from __future__ import annotations
 
+import zipfile
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
+
+from runtime.errors import UserError
 
 # Keep the synthetic splits in disjoint seed spaces: calibration never sees evaluation data.
 SPLIT_SEEDS = {"train": 1000, "val": 2000, "test": 3000, "calib": 4000, "video": 5000}
@@ -205,8 +208,16 @@ def open_video_masks(mask_path: str) -> PackedMasks:
 
 
 def load_video_masks(mask_path: str) -> np.ndarray:
-    """The (N,H,W) {0,1} masks written by `write_video`."""
-    data = np.load(mask_path)
-    frames, height, width = (int(v) for v in data["shape"])
-    bits = np.unpackbits(data["packed"], axis=1)[:, : height * width]
-    return bits.reshape(frames, height, width)
+    """The (N,H,W) {0,1} masks written by `write_video`; a damaged file is a UserError naming it."""
+    try:
+        with np.load(mask_path) as data:
+            frames, height, width = (int(v) for v in data["shape"])
+            packed = data["packed"]
+        if min(frames, height, width) < 1 or packed.ndim != 2 or packed.shape[0] != frames \
+                or packed.shape[1] * 8 < height * width:
+            raise ValueError("inconsistent shapes")
+        bits = np.unpackbits(packed, axis=1)[:, : height * width]
+        return bits.reshape(frames, height, width)
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+        raise UserError(f"ground-truth masks {mask_path} are unreadable ({type(exc).__name__}); delete or re-create "
+                        "the file (the video plays without it)") from None
