@@ -101,6 +101,8 @@ def test_tools_refuse_an_output_that_is_their_input(tiny_model_dir, tmp_path, co
         code, _, err = build_engine_cli(capsys, "export", "--model", str(model), "--out", str(model))
     elif command == "engine":
         code, _, err = build_engine_cli(capsys, "engine", "--onnx", str(model), "--out", str(model))
+    elif command == "quantize":
+        code, _, err = calibration_cli(capsys, command, "--backend", "tensorrt", "--fp32", str(model), "--out", str(model))
     else:
         code, _, err = calibration_cli(capsys, command, "--fp32", str(model), "--out", str(model))
     assert_one_line_error_text(code, err, "also an input")

@@ -74,7 +74,7 @@ def test_accuracy_report_overrides_metadata_when_it_matches_the_file(folder):
 def test_an_engine_inherits_the_accuracy_of_its_onnx(folder):
     onnx_path = folder / "fast one.onnx"
     (folder / "fast.engine").write_bytes(b"plan")
-    (folder / "fast.json").write_text(json.dumps({"schema": 1, "precision": "int8", "onnx": {
+    (folder / "fast.json").write_text(json.dumps({"schema": 1, "precision": "int8", "tensorrt": {"version": "10.13.0"}, "onnx": {
         "path": str(onnx_path), "sha256": sha256_file(onnx_path)}}))
     found = by_name(selection.list_candidates(folder, "tensorrt"))
     assert found["fast.engine"].made_for_here and found["fast.engine"].iou == 0.995

@@ -188,12 +188,20 @@ def write_video(path: str, frames: int, height: int = 480, width: int = 640, fps
 
 
 class PackedMasks:
-    """The masks of `write_video`, unpacked one frame at a time (a 600-frame 640x480 clip is 184 MB unpacked)."""
+    """The masks of `write_video`, unpacked one frame at a time (a 600-frame 640x480 clip is 184 MB
+    unpacked); a damaged file is a UserError naming it."""
 
     def __init__(self, mask_path: str):
-        with np.load(mask_path) as data:
-            self._packed = data["packed"]
-            self.frames, self.height, self.width = (int(v) for v in data["shape"])
+        try:
+            with np.load(mask_path) as data:
+                self.frames, self.height, self.width = (int(v) for v in data["shape"])
+                self._packed = data["packed"]
+            if min(self.frames, self.height, self.width) < 1 or self._packed.ndim != 2 \
+                    or self._packed.shape[0] != self.frames or self._packed.shape[1] * 8 < self.height * self.width:
+                raise ValueError("inconsistent shapes")
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+            raise UserError(f"ground-truth masks {mask_path} are unreadable ({type(exc).__name__}); delete or re-create "
+                            "the file (the video plays without it)") from None
 
     def __len__(self) -> int:
         return self.frames
@@ -208,16 +216,6 @@ def open_video_masks(mask_path: str) -> PackedMasks:
 
 
 def load_video_masks(mask_path: str) -> np.ndarray:
-    """The (N,H,W) {0,1} masks written by `write_video`; a damaged file is a UserError naming it."""
-    try:
-        with np.load(mask_path) as data:
-            frames, height, width = (int(v) for v in data["shape"])
-            packed = data["packed"]
-        if min(frames, height, width) < 1 or packed.ndim != 2 or packed.shape[0] != frames \
-                or packed.shape[1] * 8 < height * width:
-            raise ValueError("inconsistent shapes")
-        bits = np.unpackbits(packed, axis=1)[:, : height * width]
-        return bits.reshape(frames, height, width)
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
-        raise UserError(f"ground-truth masks {mask_path} are unreadable ({type(exc).__name__}); delete or re-create "
-                        "the file (the video plays without it)") from None
+    """All (N,H,W) {0,1} masks written by `write_video` at once."""
+    masks = PackedMasks(mask_path)
+    return np.stack([masks[i] for i in range(len(masks))])
