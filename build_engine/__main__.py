@@ -141,16 +141,7 @@ def build_options(args: argparse.Namespace, out: Path) -> "BuildOptions":
     )
 
 
-def parser() -> argparse.ArgumentParser:
-    p = ArgumentParser(prog="python -m build_engine", description=__doc__, formatter_class=HelpFormatter,
-                                epilog=examples(
-                                    "python -m build_engine train                           # synthetic salt data, ~5 min on a CPU",
-                                    "python -m build_engine train --data my_set/ --size 128 # my_set/{images,masks}",
-                                    "python -m build_engine export --model mine.keras --out artifacts/unet_fp32.onnx",
-                                    "python -m build_engine engine --precision int8         # on the device: TensorRT + GPU",
-                                    "python -m build_engine train --help                    # each command's options"))
-    sub = p.add_subparsers(dest="command", required=True)
-
+def add_train_parser(sub) -> None:
     t = sub.add_parser("train", help="train the UNet (synthetic salt data unless --data)", formatter_class=HelpFormatter,
                        epilog=examples("python -m build_engine train",
                                        "python -m build_engine train --data my_set/ --size 128 --channels 3 --out mine.keras"))
@@ -170,6 +161,8 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int_range(0), default=0, help="data and initialisation seed")
     t.set_defaults(func=cmd_train)
 
+
+def add_export_parser(sub) -> None:
     e = sub.add_parser("export", help="your Keras model (.keras, .h5, SavedModel folder) -> ONNX, checked against it",
                        formatter_class=HelpFormatter,
                        epilog=examples("python -m build_engine export",
@@ -193,6 +186,19 @@ def parser() -> argparse.ArgumentParser:
                    help="what the model outputs; auto reads its last op (sigmoid or linear)")
     e.set_defaults(func=cmd_export)
 
+
+def parser() -> argparse.ArgumentParser:
+    p = ArgumentParser(prog="python -m build_engine", description=__doc__, formatter_class=HelpFormatter,
+                                epilog=examples(
+                                    "python -m build_engine train                           # synthetic salt data, ~5 min on a CPU",
+                                    "python -m build_engine train --data my_set/ --size 128 # my_set/{images,masks}",
+                                    "python -m build_engine export --model mine.keras --out artifacts/unet_fp32.onnx",
+                                    "python -m build_engine engine --precision int8         # on the device: TensorRT + GPU",
+                                    "python -m build_engine train --help                    # each command's options"))
+    sub = p.add_subparsers(dest="command", required=True)
+
+    add_train_parser(sub)
+    add_export_parser(sub)
     g = sub.add_parser("engine", help="ONNX -> TensorRT engine + manifest (needs TensorRT and a GPU)",
                        formatter_class=HelpFormatter,
                        epilog=examples("python -m build_engine engine --precision fp16",

@@ -1,6 +1,6 @@
 """ONNX -> TensorRT engine for TensorRT 8.5/8.6, 10.x and 11.x, with a sidecar manifest.
 
-Written against the documented Python API of each version (../shared/tensorrt-notes.md);
+Written against NVIDIA's documented Python API of each version;
 checked without a GPU by mypy over the 10.13 stubs (argument types on), by tests that hold each
 name against a per-version table (build_engine/trt_api.py) and the real 11.x lean bindings, and
 by stand-in runs of the configuration for 8.5, 8.6, 10.3 and 11.4. `make gpu-test` confirms it on

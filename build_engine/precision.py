@@ -8,7 +8,7 @@
 - 8.5/8.6: weakly typed only, explicit batch requested; FP16 flag on the FP32 ONNX; INT8 from the
   Q/DQ ONNX with INT8 and FP16 flags (NVIDIA's 8.x guide: both, so un-quantized layers are not
   FP32), or the legacy calibrator.
-Open points and the documented choice made (see ../shared/tensorrt-notes.md, 2.9 and 8):
+Open points and the documented choice made (NVIDIA's "Explicit Quantization" and "Strongly Typed Networks" guides):
 - 10.x strongly typed: no precision flags set, as NVIDIA's explicit-quantization guide says
   ("precision-control build flags are not required and should not be specified").
 - 10.x weakly typed with Q/DQ: INT8 (+FP16) flags set; this rests on community evidence

@@ -109,19 +109,17 @@ def save_model(model, out_path: Path) -> None:
         model.save(tmp)
 
 
-def train(cfg: TrainConfig, out_path: str | Path) -> dict:
-    """Fit, keep the best epoch by validation IoU, save the model and `<name>.history.json`."""
-    out_path = Path(out_path)
-    # Checked before any work: the output can be written, the data is sane.
+def check_training_output(cfg: TrainConfig, out_path: Path) -> None:
+    """Checked before any work: the model can be written where asked, and training would train."""
     if out_path.suffix not in (".keras", ".h5"):
         raise UserError(f"--out {out_path}: Keras saves models as .keras (or legacy .h5) files")
     check_writable_file(out_path, "--out")
     if cfg.epochs < 1:
         raise UserError(f"epochs must be >= 1, not {cfg.epochs}: the previous model at {out_path} is kept")
-    t0 = time.time()
-    x_train, y_train, x_val, y_val = load_training_data(cfg)
-    print(f"data: {len(x_train)} train / {len(x_val)} val images at {cfg.size}x{cfg.size}x{cfg.channels} ({time.time() - t0:.1f} s)", flush=True)
 
+
+def compiled_unet(cfg: TrainConfig):
+    """The article's UNet, seeded, with the loss and the IoU metric training reports."""
     import keras
 
     from build_engine.unet import make_unet
@@ -133,6 +131,13 @@ def train(cfg: TrainConfig, out_path: str | Path) -> dict:
         loss=dice_bce_loss,
         metrics=[keras.metrics.BinaryIoU(target_class_ids=[1], threshold=0.5, name="iou")],
     )
+    return model
+
+
+def training_callbacks(cfg: TrainConfig) -> list:
+    """Dice in the log, early stopping on validation IoU, the LR decay and the time budget."""
+    import keras
+
     deadline = time.time() + cfg.max_minutes * 60
 
     class TimeBudget(keras.callbacks.Callback):
@@ -146,7 +151,7 @@ def train(cfg: TrainConfig, out_path: str | Path) -> dict:
             if logs and "val_iou" in logs:
                 logs["val_dice"] = dice_from_iou(float(logs["val_iou"]))
 
-    callbacks = [
+    return [
         DiceLog(),
         keras.callbacks.EarlyStopping(monitor="val_iou", mode="max", patience=cfg.patience, restore_best_weights=True),
         # A steady decay, not ReduceLROnPlateau: without BatchNorm and with 0.5 dropout, the
@@ -154,6 +159,17 @@ def train(cfg: TrainConfig, out_path: str | Path) -> dict:
         keras.callbacks.LearningRateScheduler(lambda epoch: cfg.learning_rate * cfg.lr_decay ** epoch),
         TimeBudget(),
     ]
+
+
+def train(cfg: TrainConfig, out_path: str | Path) -> dict:
+    """Fit, keep the best epoch by validation IoU, save the model and `<name>.history.json`."""
+    out_path = Path(out_path)
+    check_training_output(cfg, out_path)
+    t0 = time.time()
+    x_train, y_train, x_val, y_val = load_training_data(cfg)
+    print(f"data: {len(x_train)} train / {len(x_val)} val images at {cfg.size}x{cfg.size}x{cfg.channels} ({time.time() - t0:.1f} s)", flush=True)
+    model = compiled_unet(cfg)
+    callbacks = training_callbacks(cfg)
     fit_start = time.time()
     verbose = 1 if sys.stdout.isatty() else 2
     if cfg.data is None:

@@ -1,7 +1,7 @@
 """Which TensorRT builder-side names exist in which version: one table, read by the builder to
 gate what it touches and by the tests that check it.
 
-Transcribed from ../shared/tensorrt-notes.md (sections 1, 2.2-2.8, 3, 4.1-4.5, 7), which was made
+Transcribed from NVIDIA's TensorRT Python API documentation and release notes, made
 from TensorRT's pybind11 sources per release branch; the inspector (IEngineInspector, 8.2+) from
 NVIDIA's 8.x Python API documentation. Tests check this table against the tensorrt-stubs 10.13
 (every name marked present in 10.13) and the real tensorrt_lean 11.4 bindings (present and removed

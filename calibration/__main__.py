@@ -67,6 +67,64 @@ def cmd_evaluate(args) -> None:
         gate=args.gate))
 
 
+def add_source_options(sp) -> None:
+    sp.add_argument("--seed", type=int_range(0), default=0, help="sampling / synthetic seed")
+    sp.add_argument("--every", type=int_range(1), default=10, help="take every k-th frame of a video")
+
+
+def add_quantize_parser(sub) -> None:
+    q = sub.add_parser("quantize", help="calibrate, check against FP32 on held-out frames, write the INT8 ONNX",
+                       formatter_class=HelpFormatter,
+                       epilog=examples("python -m calibration quantize",
+                                       "python -m calibration quantize --backend onnxruntime --source video.mp4 --every 5 --count 500",
+                                       "python -m calibration quantize --backend tensorrt --method percentile --percentile 99.99",
+                                       "python -m calibration quantize --backend onnxruntime --reuse-ranges"))
+    q.add_argument("--fp32", default=str(naming.onnx_path("fp32")), help="the FP32 ONNX")
+    q.add_argument("--backend", default="all", choices=(*RECIPES, "all"),
+                   help="tensorrt: symmetric Q/DQ (unet_int8.onnx, unet_int8_weak.onnx); onnxruntime: CPU INT8 "
+                        "(unet_int8_cpu.onnx); all: both (default)")
+    q.add_argument("--out", help="the INT8 file (default: beside --fp32, named by backend)")
+    q.add_argument("--source", default="synthetic", help="'synthetic', an image folder or a video file")
+    q.add_argument("--count", type=int_range(1), default=DEFAULT_CALIBRATION_FRAMES, help="calibration frames")
+    q.add_argument("--holdout", type=int_range(1), default=DEFAULT_HOLDOUT_FRAMES,
+                   help="further frames of the same source, never calibrated on, that score each method against FP32")
+    q.add_argument("--method", default="auto", choices=("auto", *FAMILIES),
+                   help="auto: try entropy, percentiles and min-max and keep the best that meets the gate")
+    q.add_argument("--percentile", type=float_range(50, 100, inclusive=False), default=DEFAULT_PERCENTILE, help="for --method percentile")
+    q.add_argument("--gate", type=float_range(0, 1), default=DEFAULT_GATE, help="minimum IoU vs FP32 on the held-out frames")
+    q.add_argument("--max-fp32-layers", type=int_range(0), default=3,
+                   help="layers that may stay in float when no method meets the gate with every layer INT8 (0: none)")
+    q.add_argument("--allow-below-gate", action="store_true", help="write the best model even below the gate (recorded)")
+    q.add_argument("--reuse-ranges", action="store_true", help="re-quantize from the saved ranges, no recalibration")
+    q.add_argument("--fp32-fallback", action="store_true", help=argparse.SUPPRESS)  # now automatic; kept for old scripts
+    add_source_options(q)
+    q.set_defaults(func=cmd_quantize)
+
+
+def add_evaluate_parser(sub) -> None:
+    e = sub.add_parser("evaluate", help="accuracy of each model against the first (FP32) and the ground truth",
+                       formatter_class=HelpFormatter,
+                       epilog=examples("python -m calibration evaluate --compare-methods",
+                                       "python -m calibration evaluate out/unet_fp32.onnx out/unet_int8_cpu.onnx --data my_set/"))
+    e.add_argument("models", nargs="*", help="the FP32 model first; default: it and every variant of it in $ARTIFACTS")
+    e.add_argument("--data", default="synthetic", help="'synthetic' (held-out test split) or a folder with images/ and masks/")
+    e.add_argument("--count", type=int_range(1), default=200, help="evaluation images")
+    e.add_argument("--threshold", type=float_range(0, 1, inclusive=False), help="probability above which a pixel is foreground (each model's own if not "
+                                                  "given: its metadata, 0.5 for older exports)")
+    e.add_argument("--gate", type=float_range(0, 1), default=DEFAULT_GATE, help="IoU vs FP32 a model needs to be chosen to run")
+    e.add_argument("--compare-methods", action="store_true",
+                   help="also quantize with each method for each backend (under --methods-dir) and compare")
+    e.add_argument("--calibration-source", default="synthetic", help="for --compare-methods")
+    e.add_argument("--calibration-count", type=int_range(1), default=DEFAULT_CALIBRATION_FRAMES, help="for --compare-methods")
+    e.add_argument("--methods-dir", default=str(naming.artifacts_dir() / "methods"), help="where --compare-methods writes")
+    e.add_argument("--json", default=str(naming.accuracy_report_path()), help="the accuracy report")
+    e.add_argument("--figure", default=str(naming.artifacts_dir() / "accuracy_worst.png"),
+                   help="the worst images of the model that runs here, errors in two colours")
+    e.add_argument("--strict", action="store_true", help="exit non-zero when a precision target is missed")
+    add_source_options(e)
+    e.set_defaults(func=cmd_evaluate)
+
+
 def parser() -> argparse.ArgumentParser:
     p = ArgumentParser(prog="python -m calibration", description=__doc__, formatter_class=HelpFormatter,
                                 epilog=examples(
@@ -92,59 +150,8 @@ def parser() -> argparse.ArgumentParser:
     m.add_argument("--threshold", type=float_range(0, 1, inclusive=False), help="mask = probability >= this (the model's own if not given: its "
                                                   "metadata, 0.5 for older exports)")
     m.set_defaults(func=cmd_mask)
-
-    def add_source(sp):
-        sp.add_argument("--seed", type=int_range(0), default=0, help="sampling / synthetic seed")
-        sp.add_argument("--every", type=int_range(1), default=10, help="take every k-th frame of a video")
-
-    q = sub.add_parser("quantize", help="calibrate, check against FP32 on held-out frames, write the INT8 ONNX",
-                       formatter_class=HelpFormatter,
-                       epilog=examples("python -m calibration quantize",
-                                       "python -m calibration quantize --backend onnxruntime --source video.mp4 --every 5 --count 500",
-                                       "python -m calibration quantize --backend tensorrt --method percentile --percentile 99.99",
-                                       "python -m calibration quantize --backend onnxruntime --reuse-ranges"))
-    q.add_argument("--fp32", default=str(naming.onnx_path("fp32")), help="the FP32 ONNX")
-    q.add_argument("--backend", default="all", choices=(*RECIPES, "all"),
-                   help="tensorrt: symmetric Q/DQ (unet_int8.onnx, unet_int8_weak.onnx); onnxruntime: CPU INT8 "
-                        "(unet_int8_cpu.onnx); all: both (default)")
-    q.add_argument("--out", help="the INT8 file (default: beside --fp32, named by backend)")
-    q.add_argument("--source", default="synthetic", help="'synthetic', an image folder or a video file")
-    q.add_argument("--count", type=int_range(1), default=DEFAULT_CALIBRATION_FRAMES, help="calibration frames")
-    q.add_argument("--holdout", type=int_range(1), default=DEFAULT_HOLDOUT_FRAMES,
-                   help="further frames of the same source, never calibrated on, that score each method against FP32")
-    q.add_argument("--method", default="auto", choices=("auto", *FAMILIES),
-                   help="auto: try entropy, percentiles and min-max and keep the best that meets the gate")
-    q.add_argument("--percentile", type=float_range(50, 100, inclusive=False), default=DEFAULT_PERCENTILE, help="for --method percentile")
-    q.add_argument("--gate", type=float_range(0, 1), default=DEFAULT_GATE, help="minimum IoU vs FP32 on the held-out frames")
-    q.add_argument("--max-fp32-layers", type=int_range(0), default=3,
-                   help="layers that may stay in float when no method meets the gate with every layer INT8 (0: none)")
-    q.add_argument("--allow-below-gate", action="store_true", help="write the best model even below the gate (recorded)")
-    q.add_argument("--reuse-ranges", action="store_true", help="re-quantize from the saved ranges, no recalibration")
-    q.add_argument("--fp32-fallback", action="store_true", help=argparse.SUPPRESS)  # now automatic; kept for old scripts
-    add_source(q)
-    q.set_defaults(func=cmd_quantize)
-
-    e = sub.add_parser("evaluate", help="accuracy of each model against the first (FP32) and the ground truth",
-                       formatter_class=HelpFormatter,
-                       epilog=examples("python -m calibration evaluate --compare-methods",
-                                       "python -m calibration evaluate out/unet_fp32.onnx out/unet_int8_cpu.onnx --data my_set/"))
-    e.add_argument("models", nargs="*", help="the FP32 model first; default: it and every variant of it in $ARTIFACTS")
-    e.add_argument("--data", default="synthetic", help="'synthetic' (held-out test split) or a folder with images/ and masks/")
-    e.add_argument("--count", type=int_range(1), default=200, help="evaluation images")
-    e.add_argument("--threshold", type=float_range(0, 1, inclusive=False), help="probability above which a pixel is foreground (each model's own if not "
-                                                  "given: its metadata, 0.5 for older exports)")
-    e.add_argument("--gate", type=float_range(0, 1), default=DEFAULT_GATE, help="IoU vs FP32 a model needs to be chosen to run")
-    e.add_argument("--compare-methods", action="store_true",
-                   help="also quantize with each method for each backend (under --methods-dir) and compare")
-    e.add_argument("--calibration-source", default="synthetic", help="for --compare-methods")
-    e.add_argument("--calibration-count", type=int_range(1), default=DEFAULT_CALIBRATION_FRAMES, help="for --compare-methods")
-    e.add_argument("--methods-dir", default=str(naming.artifacts_dir() / "methods"), help="where --compare-methods writes")
-    e.add_argument("--json", default=str(naming.accuracy_report_path()), help="the accuracy report")
-    e.add_argument("--figure", default=str(naming.artifacts_dir() / "accuracy_worst.png"),
-                   help="the worst images of the model that runs here, errors in two colours")
-    e.add_argument("--strict", action="store_true", help="exit non-zero when a precision target is missed")
-    add_source(e)
-    e.set_defaults(func=cmd_evaluate)
+    add_quantize_parser(sub)
+    add_evaluate_parser(sub)
     add_debug_option(p)
     return p
 

@@ -1,6 +1,6 @@
 """INT8 explicit quantization for TensorRT: a Q/DQ ONNX that TensorRT 8.5-11 builds as INT8.
 
-TensorRT's rules drive every option (see `../shared/tensorrt-notes.md` 2.9, NVIDIA's
+TensorRT's rules drive every option (NVIDIA's
 "Explicit Quantization" guide):
 - symmetric INT8 with zero points 0, int8 (not uint8) zero-point type;
 - weights per-channel on the output-channel axis (Conv axis 0, ConvTranspose axis 1 - ORT's

@@ -131,3 +131,25 @@ def test_no_file_is_too_long(limit_lines):
     long_files = {name: len(path.read_text().splitlines()) for name, path in all_modules().items()
                   if len(path.read_text().splitlines()) > limit_lines}
     assert not long_files, long_files
+
+
+def long_functions(limit: int) -> dict:
+    found = {}
+    for name, path in all_modules().items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno + 1 > limit:
+                found[f"{name}.{node.name}"] = node.end_lineno - node.lineno + 1
+    return found
+
+
+def test_no_function_is_too_long():
+    assert not long_functions(60), long_functions(60)
+
+
+def test_readme_layout_names_every_module():
+    """README's layout section lists each module by file name, so it cannot drift from the tree."""
+    readme = (ROOT / "README.md").read_text()
+    layout = readme[readme.index("## The layout"):readme.index("### The device core as a library")]
+    missing = sorted(str(path.relative_to(ROOT)) for path in all_modules().values()
+                     if path.name != "__init__.py" and path.name not in layout)
+    assert not missing, f"add these to README's layout section: {missing}"
