@@ -73,11 +73,8 @@ def int8_for_typing(fp32: Path, output_kind: str, strongly_typed: bool) -> Optio
     strongly typed builds take the FP16-based Q/DQ (opset 19), weakly typed ones (8.5/8.6, --typing
     weak, DLA) the FP32-based one (opset 17, which 8.x parses); see calibration/qdq.py."""
     wanted = "strong" if strongly_typed else "weak"
-    source = sha256_file(fp32)
-    found = [e.path for e in naming.index_models(fp32.parent)
-             if not e.is_engine and e.precision == "int8" and e.backend in ("tensorrt", "any") and e.source_sha256 == source
-             and e.output_kind == output_kind
-             and metadata.read_onnx_metadata(e.path).get(metadata.TENSORRT_TYPING) == wanted]
+    found = [path for path in naming.linked_variants(fp32, "int8", ("tensorrt", "any"), output_kind=output_kind)
+             if metadata.read_onnx_metadata(path).get(metadata.TENSORRT_TYPING) == wanted]
     return sorted(found, key=lambda p: len(p.name))[0] if found else None
 
 
@@ -92,7 +89,7 @@ def onnx_variant_path(onnx_path: Path, plan: BuildPlan, output: str = "probabili
     wanted = naming.find_variant(fp32, plan.onnx_variant, ("tensorrt", "any"), output_kind=kind)
     if wanted is None:
         default = naming.variant_path(fp32, plan.onnx_variant)
-        name = default.with_name(f"{default.stem}_mask.onnx").name if output == "mask" else default.name
+        name = naming.mask_variant_path(default).name if output == "mask" else default.name
         extra = " or pass --output probabilities" if output == "mask" else ""
         raise UserError(f"{plan.how} needs the {plan.onnx_variant}{' mask' if output == 'mask' else ''} variant of {fp32.name} "
                         f"(e.g. {name}, made from this very file), and none is in {fp32.parent}; copy it from the "

@@ -13,16 +13,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional, Union
 
-from runtime import metadata
+from runtime import metadata, naming
 from runtime.errors import UserError
 from runtime.files import atomic_output, sha256_file
 from runtime.postprocess import DEFAULT_THRESHOLD
-
-
-def mask_path_for(onnx_path: Union[str, Path]) -> Path:
-    """unet_int8.onnx -> unet_int8_mask.onnx"""
-    path = Path(onnx_path)
-    return path.with_name(f"{path.stem}_mask{path.suffix}")
 
 
 def add_mask_output(model, threshold: float = DEFAULT_THRESHOLD):
@@ -66,7 +60,7 @@ def write_mask_variant(onnx_path: Union[str, Path], out_path: Union[str, Path, N
     onnx_path = Path(onnx_path)
     if not onnx_path.is_file():
         raise UserError(f"ONNX model {onnx_path} does not exist; run `make onnx`")
-    out = Path(out_path) if out_path is not None else mask_path_for(onnx_path)
+    out = Path(out_path) if out_path is not None else naming.mask_variant_path(onnx_path)
     if out.resolve() == onnx_path.resolve():
         raise UserError(f"the mask variant would overwrite {onnx_path}; choose another --out")
     source = onnx.load(onnx_path)

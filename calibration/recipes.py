@@ -77,17 +77,12 @@ class Recipe:
             return [Output(out, None, RECIPE_CPU)]
         from calibration.qdq import RECIPE_STRONG, RECIPE_WEAK, to_fp16_base
 
-        return [Output(out, to_fp16_base, RECIPE_STRONG, "strong"), Output(weak_path(out), None, RECIPE_WEAK, "weak")]
+        return [Output(out, to_fp16_base, RECIPE_STRONG, "strong"), Output(naming.weak_variant_path(out), None, RECIPE_WEAK, "weak")]
 
 
 TENSORRT = Recipe("tensorrt", True, ("Conv", "ConvTranspose"), "")
 ONNXRUNTIME = Recipe("onnxruntime", False, (), "_cpu")
 RECIPES = {r.backend: r for r in (TENSORRT, ONNXRUNTIME)}
-
-
-def weak_path(out: Path) -> Path:
-    """The FP32-based Q/DQ file for weakly typed TensorRT builds, beside the strongly typed one."""
-    return Path(out).with_name(Path(out).stem + "_weak.onnx")
 
 
 def _quantize_cpu(prepared: Path, out: Path, ranges: Path, ort_method, exclude=()) -> Path:

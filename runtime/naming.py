@@ -50,6 +50,19 @@ def variant_path(fp32_path: Path, precision: str, tag: str = "") -> Path:
     return fp32_path.with_name(f"{base_stem(fp32_path)}_{precision}{tag}.onnx")
 
 
+def mask_variant_path(onnx: Path) -> Path:
+    """The default name of the `_mask` variant (threshold inside, uint8 output): `unet_int8.onnx` -> `unet_int8_mask.onnx`."""
+    onnx = Path(onnx)
+    return onnx.with_name(f"{onnx.stem}_mask{onnx.suffix}")
+
+
+def weak_variant_path(int8: Path) -> Path:
+    """The default name of the FP32-based Q/DQ file for weakly typed TensorRT builds, beside the
+    strongly typed one: `unet_int8.onnx` -> `unet_int8_weak.onnx`."""
+    int8 = Path(int8)
+    return int8.with_name(f"{int8.stem}_weak.onnx")
+
+
 def engine_path_for(onnx: Path, precision: str) -> Path:
     """The default engine name for a build from `onnx`: `<base>_<precision>.engine` beside it."""
     onnx = Path(onnx)
@@ -103,6 +116,20 @@ def index_models(folder: Path) -> List[ModelEntry]:
     return [e for e in entries if e is not None]
 
 
+def linked_variants(fp32: Path, precision: str, backends: Iterable[str] = ("any",),
+                    folder: Optional[Path] = None, output_kind: str = "probabilities") -> List[Path]:
+    """Every ONNX variant in `folder` (default: beside `fp32`) that records `fp32` as its source and
+    is at `precision` and `output_kind`, made for one of `backends`; found by metadata, not by name."""
+    from runtime.files import sha256_file
+
+    fp32 = Path(fp32)
+    source = sha256_file(fp32)
+    wanted = tuple(backends)
+    return [e.path for e in index_models(folder or fp32.parent)
+            if not e.is_engine and e.precision == precision and e.backend in wanted and e.source_sha256 == source
+            and e.output_kind == output_kind and e.path != fp32]
+
+
 def find_variant(fp32: Path, precision: str, backends: Iterable[str] = ("any",),
                  folder: Optional[Path] = None, output_kind: str = "probabilities") -> Optional[Path]:
     """The ONNX variant of `fp32` at `precision` and `output_kind`, made for one of `backends`, by
@@ -111,17 +138,11 @@ def find_variant(fp32: Path, precision: str, backends: Iterable[str] = ("any",),
     The default file name (`variant_path`, `_mask` for the mask kind) wins when several match;
     None when there is none.
     """
-    from runtime.files import sha256_file
-
     fp32 = Path(fp32)
     if precision == "fp32" and output_kind == "probabilities":
         return fp32
-    source = sha256_file(fp32)
-    wanted = tuple(backends)
-    matches = [e.path for e in index_models(folder or fp32.parent)
-               if not e.is_engine and e.precision == precision and e.backend in wanted and e.source_sha256 == source
-               and e.output_kind == output_kind and e.path != fp32]
+    matches = linked_variants(fp32, precision, backends, folder, output_kind)
     preferred = variant_path(fp32, precision)
     if output_kind != "probabilities":
-        preferred = preferred.with_name(f"{preferred.stem}_mask{preferred.suffix}")
+        preferred = mask_variant_path(preferred)
     return preferred if preferred in matches else (matches[0] if matches else None)

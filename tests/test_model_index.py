@@ -74,3 +74,33 @@ def test_index_reads_engines_from_their_manifests_and_skips_junk(tmp_path):
 def test_default_variant_and_engine_names_follow_the_stem(tmp_path, name, precision, expected):
     assert naming.variant_path(tmp_path / name, precision).name == expected
     assert naming.engine_path_for(tmp_path / name, precision).name == expected.replace(".onnx", ".engine")
+
+
+@pytest.mark.parametrize("name, mask, weak", [
+    ("unet_int8.onnx", "unet_int8_mask.onnx", "unet_int8_weak.onnx"),
+    ("my model_int8.onnx", "my model_int8_mask.onnx", "my model_int8_weak.onnx"),
+])
+def test_mask_and_weak_variant_names_are_beside_their_model(tmp_path, name, mask, weak):
+    assert naming.mask_variant_path(tmp_path / name) == tmp_path / mask
+    assert naming.weak_variant_path(tmp_path / name) == tmp_path / weak
+
+
+def test_linked_variants_lists_every_match_and_only_matches(tmp_path):
+    """What the builder filters by TensorRT typing: every INT8 file linked to this FP32 model, whatever
+    its name, and none of another model's, another precision's or another output kind's."""
+    fp32 = tiny_model(tmp_path / "my model.onnx", {metadata.PRECISION: "fp32"})
+    link = metadata.derived_from(fp32.name, sha256_file(fp32))
+    other = tiny_model(tmp_path / "other.onnx", {metadata.PRECISION: "fp32"}, width=8)
+    for name, typing in (("strong.onnx", "strong"), ("weak one.onnx", "weak")):
+        tiny_model(tmp_path / name, {metadata.PRECISION: "int8", metadata.BACKEND: "tensorrt",
+                                     metadata.TENSORRT_TYPING: typing, **link})
+    tiny_model(tmp_path / "mask.onnx", {metadata.PRECISION: "int8", metadata.BACKEND: "tensorrt",
+                                        metadata.OUTPUT_KIND: metadata.OUTPUT_MASK, **link})
+    tiny_model(tmp_path / "half.onnx", {metadata.PRECISION: "fp16", metadata.BACKEND: "any", **link})
+    tiny_model(tmp_path / "foreign.onnx", {metadata.PRECISION: "int8", metadata.BACKEND: "tensorrt",
+                                           **metadata.derived_from(other.name, sha256_file(other))})
+
+    found = naming.linked_variants(fp32, "int8", ("tensorrt", "any"))
+    assert sorted(p.name for p in found) == ["strong.onnx", "weak one.onnx"]
+    assert naming.linked_variants(fp32, "int8", ("tensorrt",), output_kind=metadata.OUTPUT_MASK) == [tmp_path / "mask.onnx"]
+    assert naming.linked_variants(fp32, "int8", ("onnxruntime",)) == []
