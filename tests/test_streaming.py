@@ -8,22 +8,13 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import assert_one_line_error, run_module
+from conftest import assert_one_line_error, decoded_frames, run_module
 from runtime.errors import UserError
 from runtime.app.pipeline import Pipeline, run_sequential
 from runtime.backends.onnxrt import OnnxRunner
 from runtime.app.sinks import FrameSink, ImageFolderSink, VideoFileSink, open_sinks
 from runtime.app.sources import Frame, FrameSource, ImageFolderSource, open_source, opencv_has_gstreamer
 from runtime.data.synthetic import write_video
-
-
-def count_frames(path):
-    capture = cv2.VideoCapture(str(path))
-    count = 0
-    while capture.read()[0]:
-        count += 1
-    capture.release()
-    return count
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +28,7 @@ def test_file_mode_is_lossless_and_writes_a_playable_video(runner, tmp_path):
     with open_source("synthetic://?frames=40&width=160&height=120") as source, VideoFileSink(out, 30) as sink:
         stats = Pipeline(source, runner, sink, queue_size=2).run()
     assert stats.frames_in == stats.frames_out == 40 and stats.dropped == 0
-    assert count_frames(out) == 40
+    assert decoded_frames(out) == 40
     assert stats.iou is not None and 0.0 <= stats.iou <= 1.0 and len(stats.frame_ious) == 40
     summary = stats.summary()
     assert set(summary["stages_ms"]) == {"capture", "preprocess", "infer", "postprocess", "render", "write"}
@@ -92,7 +83,7 @@ def test_stop_mid_run_finalizes_the_output(runner, tmp_path):
         threading.Timer(1.0, pipeline.stop).start()
         stats = pipeline.run()
     assert 0 < stats.frames_out < 100000
-    assert count_frames(out) == stats.frames_out  # closed properly: every written frame decodes
+    assert decoded_frames(out) == stats.frames_out  # closed properly: every written frame decodes
 
 
 class ClosingWindow(FrameSink):
@@ -127,7 +118,7 @@ def test_an_error_in_a_stage_stops_the_run_and_keeps_the_frames_in_flight(runner
     out = tmp_path / "partial.mp4"
     with pytest.raises(UserError, match="stopped delivering"), VideoFileSink(out, 30) as sink:
         Pipeline(BrokenSource(), runner, sink).run()
-    assert count_frames(out) == 5
+    assert decoded_frames(out) == 5
 
 
 def test_sources_file_folder_glob_and_synthetic(tmp_path):
@@ -203,7 +194,7 @@ def test_demo_command_end_to_end(tiny_model_dir, tmp_path):
                         "synthetic://?frames=20&width=128&height=96", "--output", str(out), "--summary-json", str(summary))
     assert result.returncode == 0, result.stderr
     assert "frames in 20, out 20, dropped 0" in result.stdout and "IoU against ground truth" in result.stdout
-    assert count_frames(out) == 20
+    assert decoded_frames(out) == 20
     data = json.loads(summary.read_text())
     assert data["frames_out"] == 20 and data["fps"] > 0
 

@@ -170,7 +170,8 @@ class WindowSink(FrameSink):
 
     def __init__(self, title: str = "salt segmentation"):
         if not display_available():
-            raise UserError("no display here (or this OpenCV is headless): write to a file with --output demo.mp4")
+            raise UserError("--display: no display here (no DISPLAY or WAYLAND_DISPLAY, or this OpenCV is headless); "
+                            "leave --display out and write a file with --output demo.mp4, or watch in a browser with --serve 8090")
         self.title = title
         self.description = "window"
         cv2.namedWindow(title, cv2.WINDOW_NORMAL)
