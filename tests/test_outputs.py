@@ -157,7 +157,7 @@ def test_display_is_honoured_together_with_output(tiny_model_dir, tmp_path):
                         "synthetic://?frames=3&width=64&height=64", "--output", str(out), "--display", env=env)
     # not silently dropped in favour of --output; the way out does not ask for the --output already given
     assert_one_line_error(result, "--display: no display", "leave --display out", "--serve")
-    assert not out.exists()
+    assert not out.exists() and "running:" not in result.stdout  # refused before the model was opened
 
 
 def test_the_overlay_outlines_the_ground_truth():

@@ -15,7 +15,7 @@ from runtime.app.live import DEFAULT_HOST, LiveSink
 from runtime.app.pipeline import Pipeline, run_sequential
 from runtime.app.preflight import check_output_path, check_summary_path, refuse_output_over_source
 from runtime.app.signals import GracefulStop
-from runtime.app.sinks import FrameSink, TeeSink, open_sinks
+from runtime.app.sinks import FrameSink, TeeSink, open_sinks, require_display
 from runtime.app.sources import FrameSource, LoopingSource, PacedSource, open_source
 from runtime.app.stats import RunStats, format_summary
 from runtime.backends.base import Runner
@@ -100,6 +100,8 @@ def check_before_the_run(args) -> None:
         refuse_output_over_source(args.source, output, option)
         check_output_path(output, option)
     check_summary_path(args.summary_json)
+    if args.display:
+        require_display()
 
 
 def stream(args, runner: Runner, source: FrameSource, sink: FrameSink, stats: RunStats,

@@ -165,13 +165,17 @@ def display_available() -> bool:
     return "GTK" in cv2.getBuildInformation() or "QT" in cv2.getBuildInformation().upper().split("GUI:")[-1][:200]
 
 
+def require_display() -> None:
+    if not display_available():
+        raise UserError("--display: no display here (no DISPLAY or WAYLAND_DISPLAY, or this OpenCV is headless); "
+                        "leave --display out and write a file with --output demo.mp4, or watch in a browser with --serve 8090")
+
+
 class WindowSink(FrameSink):
     """An OpenCV window; closing it or pressing q/Esc ends the run."""
 
     def __init__(self, title: str = "salt segmentation"):
-        if not display_available():
-            raise UserError("--display: no display here (no DISPLAY or WAYLAND_DISPLAY, or this OpenCV is headless); "
-                            "leave --display out and write a file with --output demo.mp4, or watch in a browser with --serve 8090")
+        require_display()
         self.title = title
         self.description = "window"
         cv2.namedWindow(title, cv2.WINDOW_NORMAL)
