@@ -110,6 +110,15 @@ def cuda_available():
         pytest.skip(reason)
 
 
+def unmarked_device_tests(module_name: str) -> list:
+    """The test functions of a device test module (but its own marker check) without `gpu` or `cuda`."""
+    import inspect
+
+    return [name for name, fn in inspect.getmembers(sys.modules[module_name], inspect.isfunction)
+            if name.startswith("test_") and not name.endswith("_are_all_marked")
+            and not {m.name for m in getattr(fn, "pytestmark", [])} & {"gpu", "cuda"}]
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A small UNet (64x64, start_neurons 8) trained for 6 fixed epochs, and its FP32 ONNX.

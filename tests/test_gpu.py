@@ -1,6 +1,7 @@
 """On real hardware (`make gpu-test`): TensorRT engines and the pycuda data path, against ONNX Runtime.
 
-Marked `gpu` (TensorRT + pycuda + a CUDA GPU) or `cuda` (pycuda + a GPU, no TensorRT). Elsewhere
+Marked `gpu` (TensorRT + pycuda + a CUDA GPU; the pycuda-only ones, marked `cuda`, are in
+tests/test_cuda.py). Elsewhere
 they skip with the missing piece named; under `make gpu-test` (REQUIRE_GPU=1) they fail instead.
 They need only the runtime set (numpy, OpenCV, ONNX Runtime, pytest + TensorRT, pycuda): the models
 are the small ones shipped in tests/data (tools/make_test_models.py), or yours:
@@ -16,7 +17,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from build_engine.builder import BuildOptions, build
+from build_engine.builder import BuildOptions, build, int8_for_typing
+from conftest import unmarked_device_tests
+from runtime import metadata
 from runtime.backends.onnxrt import OnnxRunner
 from runtime.data.synthetic import make_dataset
 from runtime.errors import UserError
@@ -97,6 +100,25 @@ def test_engine_matches_onnx_runtime(gpu_available, frames, reference, precision
     with open_runner(engine) as runner:
         assert runner.output_kind == ("mask" if output == "mask" else "probabilities")
         check_against_reference(runner, frames, reference, precision)
+
+
+@gpu
+@pytest.mark.parametrize("typing", ["strong", "weak"])
+def test_qdq_engines_build_from_their_own_file_and_match_fp32(gpu_available, frames, reference, typing, tmp_path):
+    """INT8 strongly typed from the FP16-based Q/DQ (shipped: unet_int8.onnx), weakly typed from the
+    FP32-based one (unet_int8_weak.onnx): the file whose `unet.tensorrt_typing` says so, by the link."""
+    major = trt_version()[0]
+    if (typing == "weak" and major >= 11) or (typing == "strong" and major < 10):
+        pytest.skip(f"TensorRT {major} has no {typing} typing")
+    own = int8_for_typing(FP32, metadata.OUTPUT_PROBABILITIES, typing == "strong")
+    if own is None:  # the shipped pair is checked on the CPU by tests/test_shipped_models.py
+        (pytest.skip if os.environ.get("GPU_TEST_ONNX") else pytest.fail)(f"no INT8 variant of {FP32} for {typing} typing")
+    if not os.environ.get("GPU_TEST_ONNX"):
+        assert own == DATA / {"strong": "unet_int8.onnx", "weak": "unet_int8_weak.onnx"}[typing]
+    manifest = build(FP32, tmp_path / "int8.engine", BuildOptions(precision="int8", mode=typing, max_batch=4))
+    assert Path(manifest["onnx"]["path"]) == own and manifest["plan"]["strongly_typed"] == (typing == "strong")
+    with open_runner(tmp_path / "int8.engine") as runner:
+        check_against_reference(runner, frames, reference, "int8")
 
 
 @gpu
@@ -275,112 +297,6 @@ def test_50_open_close_cycles_keep_device_memory_flat(fp16_engine, frames):
     assert before - after < 16 * 2**20
 
 
-# --- pycuda only (marker `cuda`): buffers, streams, events, mapped memory, graphs --------------------
-
-@pytest.mark.cuda
-def test_pinned_and_device_buffers_round_trip_and_free(cuda_available):
-    from runtime.backends import cuda_mem
-
-    context = cuda_mem.CudaContext()
-    with context:
-        free_before = context.memory_info()[0]
-        for _ in range(50):
-            buffer = cuda_mem.HostDeviceBuffer((4, 1, 64, 64), np.float32)
-            stream, timer = cuda_mem.new_stream(), cuda_mem.StageTimer()
-            data = np.random.default_rng(0).random((4, 1, 64, 64), dtype=np.float32)
-            buffer.host[...] = data
-            timer.mark(0, stream)
-            cuda_mem.copy_to_device(buffer, stream, data.size)
-            timer.mark(1, stream)
-            buffer.host[...] = 0
-            timer.mark(2, stream)
-            cuda_mem.copy_to_host(buffer, stream, data.size)
-            timer.mark(3, stream)
-            times = timer.elapsed_ms()
-            np.testing.assert_array_equal(buffer.host, data)
-            buffer.free()
-            timer.free()
-            del stream
-        free_after = context.memory_info()[0]
-    print(f"  last H2D {times['h2d']:.3f} ms, D2H {times['d2h']:.3f} ms for {data.nbytes} bytes")
-    assert free_before - free_after < 4 * 2**20
-
-
-@pytest.mark.cuda
-def test_mapped_memory_on_integrated_gpus(cuda_available):
-    from runtime.backends import cuda_mem
-
-    context = cuda_mem.CudaContext()
-    if not context.integrated:
-        pytest.skip("discrete GPU: mapped zero-copy memory is for integrated (Jetson) GPUs")
-    with context:
-        buffer = cuda_mem.HostDeviceBuffer((2, 8), np.uint8, mapped=True)
-        assert buffer.pointer != 0 and buffer.device_memory is None
-        buffer.free()
-
-
-@pytest.mark.cuda
-def test_cuda_graph_capture_and_replay_of_a_copy(cuda_available):
-    from runtime.backends import cuda_mem
-    from runtime.backends.cuda_graph import DriverGraphs, GraphSlot, import_cuda_driver
-
-    driver = import_cuda_driver()
-    if driver is None:
-        pytest.skip("cuda-python is not installed: CUDA graphs stay off (pip install cuda-python)")
-    context = cuda_mem.CudaContext()
-    with context:
-        upload = cuda_mem.HostDeviceBuffer((1024,), np.float32)
-        download = cuda_mem.HostDeviceBuffer((1024,), np.float32)
-        stream = cuda_mem.new_stream()
-        slot = GraphSlot(DriverGraphs(driver), cuda_mem.stream_handle(stream), True)
-
-        def enqueue():
-            cuda_mem.copy_to_device(upload, stream, 1024)
-            return True
-
-        for value in (1.0, 2.0, 3.0):  # warm-up, capture + launch, replay
-            upload.host[...] = value
-            assert slot.run((1024,), enqueue)
-            stream.synchronize()
-            import pycuda.driver as cuda
-
-            cuda.memcpy_dtoh(download.host, upload.pointer)
-            assert (download.host == value).all()
-        assert slot.captures == 1 and slot.replays == 1 and slot.mode == "cuda-graph"
-        slot.free()
-        upload.free()
-        download.free()
-
-
-@pytest.mark.cuda
-def test_the_primary_context_from_worker_threads(cuda_available):
-    from runtime.backends import cuda_mem
-
-    context, errors = cuda_mem.CudaContext(), []
-
-    def work():
-        try:
-            with context:
-                buffer = cuda_mem.HostDeviceBuffer((16,), np.float32)
-                buffer.free()
-        except Exception as exc:  # reported below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=work) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
-    assert not errors
-
-
 def test_gpu_tests_are_all_marked():
     """Every test here but this one carries `gpu` or `cuda`, so `make test` never runs device code."""
-    import inspect
-    import sys
-
-    module = sys.modules[__name__]
-    unmarked = [name for name, fn in inspect.getmembers(module, inspect.isfunction)
-                if name.startswith("test_") and name != "test_gpu_tests_are_all_marked"
-                and not {m.name for m in getattr(fn, "pytestmark", [])} & {"gpu", "cuda"}]
-    assert not unmarked, unmarked
+    assert not unmarked_device_tests(__name__), unmarked_device_tests(__name__)

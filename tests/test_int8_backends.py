@@ -223,27 +223,3 @@ def test_below_the_gate_fails_unless_allowed_and_then_it_is_recorded(tiny_model_
 def test_quantize_bad_options(tiny_model_dir, args, fragment):
     result = run_module("calibration", "quantize", "--fp32", str(tiny_model_dir / "unet_fp32.onnx"), *args)
     assert result.returncode != 0 and "Traceback" not in result.stderr and fragment in result.stderr
-
-
-@pytest.mark.gpu
-@pytest.mark.parametrize("typing", ["strong", "weak"])
-def test_qdq_engines_build_from_their_own_file_and_match_fp32(gpu_available, quantized, typing, tmp_path):
-    """On a GPU (`make gpu-test`): strongly typed INT8 from the FP16-based Q/DQ, weakly typed from `_weak`."""
-    from build_engine.builder import BuildOptions, build
-    from runtime.backends.onnxrt import OnnxRunner
-    from runtime.factory import open_runner
-    from runtime.metrics import pooled_iou
-
-    import tensorrt
-
-    major = int(tensorrt.__version__.split(".")[0])
-    if (typing == "weak" and major >= 11) or (typing == "strong" and major < 10):
-        pytest.skip(f"TensorRT {tensorrt.__version__} has no {typing} typing")
-    folder, _ = quantized
-    engine = tmp_path / f"int8_{typing}.engine"
-    manifest = build(folder / "unet_fp32.onnx", engine, BuildOptions(precision="int8", mode=typing, max_batch=8))
-    expected_source = "unet_int8.onnx" if typing == "strong" else "unet_int8_weak.onnx"
-    assert manifest["onnx"]["path"].endswith(expected_source)
-    x = synthetic_set(16, SPEC, "test").tensors(SPEC)
-    with OnnxRunner(folder / "unet_fp32.onnx") as reference, open_runner(engine) as runner:
-        assert pooled_iou(runner.infer(x) > 0.5, reference.infer(x) > 0.5) >= 0.95

@@ -20,7 +20,7 @@ DEVICE_FILES = sorted(
     + [ROOT / "build_engine" / name for name in ("__init__.py", "__main__.py", "builder.py", "trt_config.py", "trt_api.py",
                                                  "precision.py")]
     + [ROOT / "calibration" / name for name in ("__init__.py", "trt_calibrator.py", "dataset.py")]
-    + [ROOT / "tests" / name for name in ("conftest.py", "test_gpu.py")]
+    + [ROOT / "tests" / name for name in ("conftest.py", "test_gpu.py", "test_cuda.py")]
 )
 BUILTIN_GENERICS = {"list", "dict", "tuple", "set", "frozenset", "type"}
 
