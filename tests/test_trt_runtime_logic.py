@@ -300,3 +300,27 @@ def test_slot_ring_hands_out_in_turn_and_collects_in_submission_order():
 def test_manifest_written_by_tests_is_plain_json(tmp_path):
     engine = make_engine(tmp_path)
     assert json.loads(engine.with_suffix(".json").read_text())["gpu"]["compute_capability"] == "8.7"
+
+
+def test_an_exception_inside_the_capture_ends_it_destroys_the_graph_and_turns_graphs_off():
+    driver = FakeDriver()
+    slot = graph_slot(driver)
+    slot.run((1,), lambda: True)  # warm-up
+
+    def raising():
+        raise RuntimeError("binding error")
+
+    with pytest.raises(RuntimeError, match="binding error"):
+        slot.run((1,), raising)
+    assert driver.log == ["begin", "end", "destroy graph"] and not driver.capturing
+    assert driver.live_graphs == driver.live_execs == 0
+    assert not slot.enabled and "raised during capture" in slot.why_off
+    assert slot.run((1,), lambda: True) and driver.log[-1] == "destroy graph"  # plain enqueue from now on
+
+
+def test_the_legacy_default_stream_is_never_captured():
+    driver = FakeDriver()
+    slot = GraphSlot(DriverGraphs(driver), 0, True)
+    for _ in range(3):
+        assert slot.run((1,), lambda: True)
+    assert driver.log == [] and slot.mode == "enqueue" and "legacy default stream" in slot.why_off

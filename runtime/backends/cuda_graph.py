@@ -96,6 +96,9 @@ class GraphSlot:
         self._graphs, self._stream = graphs, stream
         self.enabled = enabled and graphs is not None
         self.why_off = why_off if not self.enabled else ""
+        if self.enabled and not stream:
+            # Handle 0 is the legacy default stream, which CUDA cannot capture: only a created stream can.
+            self.enabled, self.why_off = False, "CUDA graph off: the legacy default stream cannot be captured; plain enqueue"
         self._warm: Optional[Tuple] = None  # shape that ran plainly once since the last change
         self._key: Optional[Tuple] = None  # shape of the captured graph
         self._graph: Any = None
@@ -129,14 +132,18 @@ class GraphSlot:
             return self._fall_back(f"capture could not start ({exc})", enqueue)
         try:
             ok = enqueue()
-        finally:
-            try:
-                graph = graphs.end_capture(self._stream)  # always end what was begun
-            except GraphError as exc:
-                graph, ok = None, False
-                reason = f"capture ended with an error ({exc})"
-            else:
-                reason = "execute_async_v3 returned False during capture"
+        except BaseException:
+            # End what was begun and destroy its graph, or it leaks and the stream stays capturing.
+            self._end_failed_capture()
+            self.enabled, self.why_off = False, "CUDA graph off: execute_async_v3 raised during capture; plain enqueue"
+            raise
+        try:
+            graph = graphs.end_capture(self._stream)  # always end what was begun
+        except GraphError as exc:
+            graph, ok = None, False
+            reason = f"capture ended with an error ({exc})"
+        else:
+            reason = "execute_async_v3 returned False during capture"
         if not ok or graph is None:
             if graph is not None:
                 graphs.destroy(graph=graph)
@@ -150,6 +157,16 @@ class GraphSlot:
         self.captures += 1
         graphs.launch(self._exec, self._stream)  # the captured work did not run: run it now
         return True
+
+    def _end_failed_capture(self) -> None:
+        graphs = self._graphs
+        assert graphs is not None
+        try:
+            graph = graphs.end_capture(self._stream)
+        except GraphError:
+            return
+        if graph is not None:
+            graphs.destroy(graph=graph)
 
     def _fall_back(self, reason: str, enqueue: Callable[[], bool]) -> bool:
         self.enabled, self.why_off = False, f"CUDA graph off: {reason}; plain enqueue"
