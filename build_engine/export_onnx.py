@@ -62,14 +62,14 @@ class ExportReport:
 def export(model_path, onnx_path, options: Optional[ExportOptions] = None, **overrides) -> ExportReport:
     """Export, check against the model, and only then replace `onnx_path` (a failed export never
     clobbers a good file). `overrides` are ExportOptions fields."""
-    import onnx
-    import tf2onnx
-
     options = replace(options or ExportOptions(), **overrides)
     check_options(options)
     onnx_path = Path(onnx_path)
     refuse_output_over_input(onnx_path, model_path)
     check_writable_file(onnx_path, "--out")  # before loading TensorFlow, not after the whole export
+    import onnx
+    import tf2onnx  # imports TensorFlow (seconds): only once the inputs and the output are known to be usable
+
     source = load_source_model(model_path)
     spec = input_spec(source, options)
     proto, traced = to_onnx(source, spec, options)

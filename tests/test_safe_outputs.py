@@ -4,6 +4,8 @@ tell the truth about the frames they hold (mixed sizes, a writer failure, a full
 import json
 import os
 import shutil
+import subprocess
+import sys
 
 import cv2
 import numpy as np
@@ -12,7 +14,7 @@ import pytest
 import runtime.__main__ as runtime_cli
 from build_engine.__main__ import main as build_main
 from calibration.__main__ import main as calibration_main
-from conftest import assert_one_line_error_text, call_cli, decoded_frames
+from conftest import ROOT, assert_one_line_error_text, call_cli, decoded_frames
 from runtime.app import sinks
 from runtime.data.synthetic import write_video
 from runtime.app.preflight import refuse_output_over_source
@@ -164,6 +166,20 @@ def test_export_into_a_read_only_folder_is_one_line_before_loading_keras(tiny_mo
     code, _, err = build_engine_cli(capsys, "export", "--model", str(tiny_model_dir / "unet.keras"),
                                     "--out", str(read_only_dir / "unet_fp32.onnx"))
     assert_one_line_error_text(code, err, "not writable")
+
+
+def test_export_refuses_a_read_only_folder_without_importing_tensorflow(tiny_model_dir, read_only_dir):
+    # In a fresh process: the in-process test above runs after TensorFlow is already imported.
+    probe = ("import runpy, sys\n"
+             "sys.argv = ['build_engine', 'export', '--model', sys.argv[1], '--out', sys.argv[2]]\n"
+             "try:\n    runpy.run_module('build_engine', run_name='__main__')\n"
+             "except SystemExit as exit:\n    code = exit.code\n"
+             "print('exit', code, 'tensorflow imported:', 'tensorflow' in sys.modules)\n")
+    result = subprocess.run([sys.executable, "-c", probe, str(tiny_model_dir / "unet.keras"),
+                             str(read_only_dir / "unet_fp32.onnx")], cwd=ROOT, capture_output=True, text=True,
+                            timeout=120, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert "not writable" in result.stderr and result.stderr.count("error:") == 1, result.stderr
+    assert "exit 2 tensorflow imported: False" in result.stdout, result.stdout + result.stderr
 
 
 @pytest.mark.parametrize("option", ["--output", "--summary-json", "--output-video"])
