@@ -271,3 +271,9 @@ def test_bench_writes_its_outputs(tiny_model_dir, tmp_path):
 def test_bench_bad_input(tmp_path):
     assert_one_line_error(run_module("runtime", "bench", str(tmp_path / "none.onnx")), "make onnx")
     assert_one_line_error(run_module("runtime", "bench", "--batch-sizes", "a"), "--batch-sizes")
+
+
+def test_a_bad_source_is_refused_before_any_model_is_timed(tiny_model_dir):
+    result = run_module("runtime", "demo", "--source", "/no/such.mp4", env={"ARTIFACTS": str(tiny_model_dir)})
+    assert_one_line_error(result, "does not exist")
+    assert "model:" not in result.stdout and "running:" not in result.stdout, result.stdout

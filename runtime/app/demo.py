@@ -164,9 +164,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     with GracefulStop() as stop:  # SIGINT/SIGTERM/SIGHUP: finish cleanly, exit 130/143/129
         stats = RunStats()
         with ExitStack() as stack:
-            runner = open_model(args, stack)
+            # The source first: a missing file or a bad URI is refused before models are timed and opened.
             source = stack.enter_context(LoopingSource(args.source) if args.loop else
                                          open_source(args.source, args.open_timeout, args.read_timeout, args.reconnects))
+            runner = open_model(args, stack)
             if not source.live and (args.realtime or args.serve or args.display):
                 source = PacedSource(source)
             sinks = open_sinks(stack, output=args.output, masks=args.save_masks, display=args.display, fps=source.fps)
