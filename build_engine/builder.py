@@ -14,7 +14,7 @@ import time
 from contextlib import ExitStack
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple, Union
 
 from build_engine.precision import BuildPlan, plan_precision
 from build_engine.trt_config import (BuildOptions, add_profile, configure, inspect_layers, load_timing_cache,
@@ -173,15 +173,13 @@ def _build_in_context(plan: BuildPlan, source: Path, options: BuildOptions) -> D
     configure(builder, config, plan, options)
     profile = add_profile(builder, network, config, options, dla=plan.dla)
     cache_status = load_timing_cache(config, options.timing_cache)
-    calibration = None
-    with ExitStack() as owned:  # the calibrator's device buffer is freed on every path
-        if plan.legacy_calibrator:
-            from calibration.trt_calibrator import attach_entropy_calibrator
+    attach = None
+    if plan.legacy_calibrator:
+        from calibration.trt_calibrator import attach_entropy_calibrator
 
-            calibration, free_calibrator = attach_entropy_calibrator(config, profile["profile"], source, options,
-                                                                     trt.__version__)
-            owned.callback(free_calibrator)
-        serialized = builder.build_serialized_network(network, config)
+        def attach():
+            return attach_entropy_calibrator(config, profile["profile"], source, options, trt.__version__)
+    serialized, calibration = build_serialized(builder, network, config, attach)
     if serialized is None:
         raise UserError("TensorRT failed to build the engine (its log above says why)")
     save_timing_cache(config, options.timing_cache)
@@ -190,6 +188,19 @@ def _build_in_context(plan: BuildPlan, source: Path, options: BuildOptions) -> D
         print(placement_line(layers), flush=True)
     return {"serialized": serialized, "io": io, "profile": profile, "calibration": calibration, "layers": layers,
             "timing_cache": cache_status}
+
+
+def build_serialized(builder: "trt.Builder", network: "trt.INetworkDefinition", config: "trt.IBuilderConfig",
+                     attach_calibrator: Optional[Callable[[], Tuple[dict, Callable[[], None]]]] = None):
+    """(plan, calibration record): the build, with a legacy calibrator attached first if asked; the
+    calibrator's device buffer is freed on every path, a failed or interrupted build included."""
+    calibration = None
+    with ExitStack() as owned:
+        if attach_calibrator is not None:
+            calibration, free_calibrator = attach_calibrator()
+            owned.callback(free_calibrator)
+        serialized = builder.build_serialized_network(network, config)
+    return serialized, calibration
 
 
 def parse_onnx(network: "trt.INetworkDefinition", logger: "trt.ILogger", onnx_path: Path) -> None:
